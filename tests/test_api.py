@@ -1,0 +1,29 @@
+import subprocess
+import sys
+
+import charrnn
+from conftest import tiny_config
+
+
+def test_train_returns_a_loaded_model_that_generates_and_evaluates(corpus, tmp_path):
+    model = charrnn.train(str(corpus), tiny_config(tmp_path / "run", steps=20))
+    assert model.result.step == 20
+    text = model.generate("the", length=50, temperature=0.8, seed=1)
+    assert text.startswith("the") and len(text) == 53
+    loss, bpc = model.evaluate(corpus.read_text(encoding="utf-8")[:2000])
+    assert 0 < loss < 5 and abs(bpc * 0.6931 - loss) < 1e-3
+
+
+def test_the_readme_lines_work_in_a_new_interpreter(trained):
+    script = (
+        "import charrnn\n"
+        f"model = charrnn.load({str(trained)!r})\n"
+        "print(repr(model.generate('the', length=30, temperature=0.8, seed=1)))\n"
+        "texts = model.generate('the', length=30, n=8, seed=1)\n"
+        "assert isinstance(texts, list) and len(texts) == 8\n"
+        "loss, bpc = model.evaluate('to be or not to be the king')\n"
+        "print(loss, bpc)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("'the")
