@@ -48,6 +48,10 @@ sample: setup
 test: setup
 	$(BIN)/python -m pytest -q tests
 
+# Benchmarks beside the plain PyTorch loop; BENCH_ARGS=--quick for a 2-minute run.
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) data/cache data/.download build dist *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

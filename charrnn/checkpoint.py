@@ -32,6 +32,7 @@ FORMAT = "charrnn"
 FORMAT_VERSION = 1
 FILES = ("config.json", "model.safetensors", "tokenizer.json")
 STATE_FILE = "trainer_state.pt"
+BROKEN = "use the run's other checkpoint (best or last) or train it again"
 
 
 def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, info: dict[str, Any],
@@ -56,10 +57,14 @@ def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, info
         for name in os.listdir(tmp):
             _fsync(tmp / name)
         _swap_into_place(tmp, folder)
-    except OSError as err:
+    except (OSError, SafetensorError, RuntimeError) as err:
+        # Disk full or a read-only folder: safetensors and torch.save report it as their own
+        # errors, not as OSError.
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CharRNNError(f"cannot write checkpoint {folder}: {err.strerror or err}; "
-                           "the previous checkpoint is intact") from None
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:200]
+        raise CharRNNError(f"cannot write checkpoint {folder}: {reason}; the previous "
+                           "checkpoint is intact: free disk space or make the folder "
+                           "writable (or choose another --out), then --resume") from None
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -80,18 +85,30 @@ def _swap_into_place(tmp: Path, folder: Path) -> None:
     # between the two renames leaves `.old-<name>-<pid>`, which recover() puts back.
     old = folder.with_name(f".old-{folder.name}-{os.getpid()}")
     if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)   # a stale leftover of an earlier process
         os.rename(folder, old)
-    os.rename(tmp, folder)
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        if old.exists() and not folder.exists():
+            os.rename(old, folder)               # keep the previous checkpoint where it was
+        raise
     _fsync(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
 def recover(run_dir: Path) -> None:
-    """Undo a save interrupted between its two renames; drop half-written temp folders."""
+    """Undo a save interrupted between its two renames; drop half-written temp folders.
+
+    Leftovers of a process that is still running (a save in progress) are left alone, and so
+    is anything that is not a checkpoint folder (the user's own `.tmp-...` folders)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return
     for entry in sorted(run_dir.iterdir()):
+        if not entry.name.startswith((".old-", ".tmp-")) or not _ours(entry) \
+                or _writer_alive(entry.name):
+            continue
         if entry.name.startswith(".old-"):
             name = entry.name[len(".old-"):].rsplit("-", 1)[0]
             target = run_dir / name
@@ -103,6 +120,31 @@ def recover(run_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _ours(entry: Path) -> bool:
+    """A folder that save_checkpoint left: `.tmp-NAME-PID`/`.old-NAME-PID`, holding no other
+    files than a checkpoint's (and safetensors' own `.tmpXXXXXX` while it writes)."""
+    pid = entry.name.rsplit("-", 1)[-1]
+    try:
+        return pid.isdigit() and entry.is_dir() and not entry.is_symlink() and all(
+            name in (*FILES, STATE_FILE) or name.startswith(".tmp") for name in os.listdir(entry))
+    except OSError:       # removed meanwhile
+        return False
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process whose id ends a `.tmp-`/`.old-` folder name still runs."""
+    pid = name.rsplit("-", 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True    # another user's process
+    return True
+
+
 def _is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in FILES)
 
@@ -110,8 +152,14 @@ def _is_complete(folder: Path) -> bool:
 def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     """The checkpoint folder that ``path`` means: itself, or its ``best``/``last`` subfolder."""
     path = Path(path)
+    if not path.exists() and path.name in ("best", "last") and path.parent.is_dir():
+        try:
+            recover(path.parent)    # a `best`/`last` folder whose save was interrupted
+        except OSError:
+            pass
     if not path.exists():
-        raise CharRNNError(f"checkpoint {path} does not exist")
+        raise CharRNNError(f"checkpoint {path} does not exist: give a run folder or a "
+                           "checkpoint folder (one that holds config.json)")
     if path.is_file():
         raise CharRNNError(f"{path} is a file, not a charrnn checkpoint folder "
                            "(give the folder that holds config.json)")
@@ -125,21 +173,24 @@ def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     for name in order:
         if (path / name / "config.json").exists():
             return path / name
-    raise CharRNNError(f"{path} holds no charrnn checkpoint (no config.json)")
+    raise CharRNNError(f"{path} holds no charrnn checkpoint (no config.json): give a run "
+                       "folder made by charrnn train, or its best/ or last/")
 
 
 def read_config(folder: Path) -> dict:
     folder = Path(folder)
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
-        raise CharRNNError(f"checkpoint {folder} is incomplete: missing {', '.join(missing)}")
+        raise CharRNNError(f"checkpoint {folder} is incomplete: missing {', '.join(missing)}; "
+                           f"{BROKEN}")
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CharRNNError(f"checkpoint {folder}: config.json is corrupt ({err})") from None
+        raise CharRNNError(f"checkpoint {folder}: config.json is corrupt ({err}); "
+                           f"{BROKEN}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CharRNNError(f"{folder} is not a charrnn checkpoint (config.json has no "
-                           f"'format': '{FORMAT}')")
+                           f"'format': '{FORMAT}'): give a folder written by charrnn train")
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CharRNNError(f"checkpoint {folder} has format version {version}, newer than this "
@@ -154,19 +205,21 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     config = read_config(folder)
     tokenizer = CharTokenizer.load(folder / "tokenizer.json")
     try:
-        model_config = ModelConfig(**config["model"])
+        model_config = ModelConfig(**config["model"]).validate()
         model = CharRNN(model_config)
-    except (TypeError, KeyError) as err:
-        raise CharRNNError(f"checkpoint {folder}: bad model configuration ({err})") from None
+    except (TypeError, KeyError, ValueError, CharRNNError) as err:
+        raise CharRNNError(f"checkpoint {folder}: bad model configuration ({err}); "
+                           f"{BROKEN}") from None
     if model_config.vocab_size != tokenizer.vocab_size:
         raise CharRNNError(f"checkpoint {folder}: model and tokenizer.json disagree on the "
-                           "vocabulary size")
+                           f"vocabulary size; {BROKEN}")
     try:
         weights = load_file(folder / "model.safetensors")
         model.load_state_dict(weights, strict=True)
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CharRNNError(f"checkpoint {folder}: model.safetensors is corrupt ({first})") from None
+        raise CharRNNError(f"checkpoint {folder}: model.safetensors is corrupt ({first}); "
+                           f"{BROKEN}") from None
     return model.to(device).eval(), tokenizer, config
 
 
@@ -174,11 +227,13 @@ def load_trainer_state(folder: Path, device: str | torch.device = "cpu") -> dict
     """The optimizer and loop state saved beside ``last``; never unpickles arbitrary objects."""
     path = Path(folder) / STATE_FILE
     if not path.is_file():
-        raise CharRNNError(f"checkpoint {folder} has no {STATE_FILE}: it cannot be resumed")
+        raise CharRNNError(f"checkpoint {folder} has no {STATE_FILE}: it cannot be resumed; "
+                           "start again with --overwrite")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
             AttributeError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CharRNNError(f"checkpoint {folder}: {STATE_FILE} is corrupt or unsafe "
-                           f"({first[:200]})") from None
+                           f"({first[:200]}); it cannot be resumed: start again with "
+                           "--overwrite") from None

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,13 +15,14 @@ from .checkpoint import find_checkpoint, read_config
 from .config import PRESETS, TrainConfig, parse_duration, preset
 from .corpus import Corpus
 from .device import resolve_device
+from .distributed import is_main_process
 from .errors import CharRNNError
 from .trainer import saved_config
 
 MODEL_OPTIONS = ("cell", "layers", "hidden_size", "embed_size", "dropout")
 TRAIN_OPTIONS = ("batch_size", "seq_len", "lr", "warmup_steps", "weight_decay", "clip", "steps",
-                 "epochs", "eval_interval", "val_fraction", "device", "seed", "cache_dir",
-                 "encoding", "errors")
+                 "epochs", "eval_interval", "val_fraction", "device", "precision", "seed",
+                 "cache_dir", "encoding", "errors")
 
 
 class CharRNNGroup(click.Group):
@@ -55,9 +58,21 @@ def _fail(message: str, code: int):
 
 def _utf8_stdio() -> None:
     # Samples hold any Unicode; under LANG=C or a Latin-1 locale, print UTF-8 instead of crashing.
+    # Paths the OS gave as undecodable bytes (surrogate escapes) go back out as those bytes.
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
-            stream.reconfigure(encoding="utf-8")
+            stream.reconfigure(encoding="utf-8", errors="surrogateescape")
+
+
+def _arg_text(value):
+    """Text from the command line (--prime, --stop): under LANG=C Python decodes its UTF-8
+    bytes as surrogate escapes; decode them as UTF-8. (Paths stay as the OS gave them.)"""
+    if value and any("\udc80" <= c <= "\udcff" for c in value):
+        try:
+            return os.fsencode(value).decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return value
 
 
 @click.group(cls=CharRNNGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,6 +103,8 @@ def main():
 @click.option("--eval-interval", type=int, help="Steps between validations.")
 @click.option("--val-fraction", type=float, help="Share of the text (at its end) for validation.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32.")
 @click.option("--seed", type=int)
 @click.option("--cache-dir", help="Where token ids are cached (default data/cache).")
 @click.option("--encoding", help="Text encoding of the corpus (default utf-8).")
@@ -108,9 +125,15 @@ def train(corpus, out, preset_name, time_limit, overwrite, resume, no_progress, 
     config.out, config.overwrite, config.resume = str(out), overwrite, resume
     config.progress = not no_progress and config.progress
     result = api.train_run(corpus, config)
-    click.echo(f"step {result.step}: val loss {result.val_loss:.4f} nats/char, "
-               f"{result.val_bpc:.4f} bits/char (best {result.best_val_loss:.4f}) "
-               f"after {result.elapsed:.0f}s; model in {result.out}")
+    if not is_main_process():     # under torchrun, rank 0 alone reports and samples
+        sys.exit(128 + signal.Signals[result.stopped_by].value if result.interrupted else 0)
+    if math.isfinite(result.val_loss):
+        click.echo(f"step {result.step}: val loss {result.val_loss:.4f} nats/char, "
+                   f"{result.val_bpc:.4f} bits/char (best {result.best_val_loss:.4f}) "
+                   f"after {result.elapsed:.0f}s; model in {result.out}")
+    else:
+        click.echo(f"step {result.step} after {result.elapsed:.0f}s, before the first "
+                   f"validation; model in {result.out}")
     if result.interrupted:
         click.echo(f"stopped by {result.stopped_by}; continue with: charrnn train {corpus} "
                    f"--out {result.out} --resume", err=True)
@@ -164,6 +187,7 @@ def _train_config(out: Path, preset_name: str, resume: bool, options: dict) -> T
 def sample(checkpoint, prime, length, temperature, top_k, top_p, greedy, seed, num_samples, stop,
            device):
     """Generate text from the model in CHECKPOINT (a run folder or a checkpoint folder)."""
+    prime, stop = _arg_text(prime), _arg_text(stop)
     model = api.load(checkpoint, device=device)
     out = sys.stdout
     if num_samples == 1:

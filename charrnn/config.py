@@ -48,6 +48,7 @@ class TrainConfig:
     eval_interval: int = 250             # steps between validations
     val_fraction: float = 0.1
     device: str = "auto"
+    precision: str = "auto"              # auto: bf16 on CUDA and on CPUs with native bf16
     seed: int = 1337
     cache_dir: str = "data/cache"
     overwrite: bool = False
@@ -78,6 +79,8 @@ class TrainConfig:
             raise CharRNNError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.device not in DEVICES:
             raise CharRNNError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise CharRNNError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.errors not in ("strict", "replace"):
             raise CharRNNError(f"errors must be 'strict' or 'replace', got {self.errors!r}")
         return self

@@ -55,13 +55,20 @@ class Stepper(torch.nn.Module):
         self.cell, self.layers = config.cell, config.layers
         with torch.no_grad():
             # Layer 0's input projection of every character, precomputed: embed @ W_ih0^T + b.
-            self.input_table = (model.embed.weight @ rnn.weight_ih_l0.T + rnn.bias_ih_l0).clone()
-            self.w_ih = [None] + [getattr(rnn, f"weight_ih_l{i}").T.contiguous()
-                                  for i in range(1, config.layers)]
-            self.b_ih = [None] + [getattr(rnn, f"bias_ih_l{i}").clone()
-                                  for i in range(1, config.layers)]
-            self.w_hh = [getattr(rnn, f"weight_hh_l{i}").T.contiguous() for i in range(config.layers)]
-            self.b_hh = [getattr(rnn, f"bias_hh_l{i}").clone() for i in range(config.layers)]
+            self.input_table = (model.embed.weight @ rnn.weight_ih_l0.T + rnn.bias_ih_l0
+                                + (0 if config.cell == "gru" else rnn.bias_hh_l0)).contiguous()
+            # Higher layers: [x, h] @ [W_ih; W_hh]^T in one matmul (not for GRU, whose reset
+            # gate multiplies the recurrent part alone).
+            self.weights, self.biases, self.w_hh, self.b_hh = [], [], [], []
+            for i in range(config.layers):
+                w_ih, w_hh = getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"weight_hh_l{i}")
+                b_ih, b_hh = getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}")
+                self.w_hh.append(w_hh.T.contiguous())
+                self.b_hh.append(b_hh.clone())
+                self.weights.append(torch.cat([w_ih, w_hh], 1).T.contiguous())
+                self.biases.append(b_ih + b_hh if config.cell != "gru" else b_ih.clone())
+            self.w_ih = [w.T.contiguous() for w in
+                         (getattr(rnn, f"weight_ih_l{i}") for i in range(config.layers))]
             self.w_out = model.head.weight.T.contiguous()
             self.b_out = model.head.bias.clone()
 
@@ -73,15 +80,10 @@ class Stepper(torch.nn.Module):
             h_all, h_new = hidden, []
         x = None
         for i in range(self.layers):
-            projected = self.input_table[ids] if i == 0 else torch.addmm(self.b_ih[i], x, self.w_ih[i])
             h = h_all[i]
-            if self.cell == "lstm":
-                gates = torch.addmm(projected, h, self.w_hh[i]).add_(self.b_hh[i])
-                in_gate, forget, cell_in, out_gate = gates.chunk(4, 1)
-                c = torch.sigmoid(forget) * c_all[i] + torch.sigmoid(in_gate) * torch.tanh(cell_in)
-                x = torch.sigmoid(out_gate) * torch.tanh(c)
-                c_new.append(c)
-            elif self.cell == "gru":
+            if self.cell == "gru":
+                projected = self.input_table[ids] if i == 0 else \
+                    torch.addmm(self.biases[i], x, self.w_ih[i])
                 recurrent = torch.addmm(self.b_hh[i], h, self.w_hh[i])
                 r_i, z_i, n_i = projected.chunk(3, 1)
                 r_h, z_h, n_h = recurrent.chunk(3, 1)
@@ -89,7 +91,19 @@ class Stepper(torch.nn.Module):
                 candidate = torch.tanh(n_i + reset * n_h)
                 x = candidate + update * (h - candidate)
             else:
-                x = torch.tanh(torch.addmm(projected, h, self.w_hh[i]).add_(self.b_hh[i]))
+                if i == 0:
+                    pre = torch.addmm(self.input_table[ids], h, self.w_hh[0])
+                else:
+                    pre = torch.addmm(self.biases[i], torch.cat([x, h], 1), self.weights[i])
+                if self.cell == "lstm":
+                    size = h.shape[1]
+                    gates = torch.sigmoid(pre)   # i, f, o; the g quarter is recomputed as tanh
+                    cell_in = torch.tanh(pre[:, 2 * size:3 * size])
+                    c = torch.addcmul(gates[:, size:2 * size] * c_all[i], gates[:, :size], cell_in)
+                    x = gates[:, 3 * size:] * torch.tanh(c)
+                    c_new.append(c)
+                else:
+                    x = torch.tanh(pre)
             h_new.append(x)
         logits = torch.addmm(self.b_out, x, self.w_out)
         if self.cell == "lstm":

@@ -29,7 +29,8 @@ class Streams:
             need = num_streams * seq_len + 1
             raise CharRNNError(
                 f"{what} text too short: {len(ids)} chars, but {num_streams} streams x seq_len "
-                f"{seq_len} need {need}; lower --batch-size or --seq-len, or give more text")
+                f"{seq_len} need {need}; lower --batch-size or --seq-len, or give more text"
+                + (" (or raise --val-fraction)" if what == "validation" else ""))
         self.seq_len = seq_len
         used = num_streams * self.stream_len
         rows = slice(rank * batch_size, (rank + 1) * batch_size)

@@ -76,13 +76,16 @@ class CharTokenizer:
             vocab = data["model"]["vocab"]
             kind = data["model"]["type"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CharRNNError(f"cannot read tokenizer {path}: {err}") from None
+            raise CharRNNError(f"cannot read tokenizer {path}: {err}; restore the checkpoint's "
+                           "tokenizer.json or train again") from None
         chars = [c for c in vocab if c != UNK]
         if kind != "WordLevel" or vocab.get(UNK) != UNK_ID or any(len(c) != 1 for c in chars):
-            raise CharRNNError(f"{path} is not a charrnn character tokenizer")
+            raise CharRNNError(f"{path} is not a charrnn character tokenizer: restore the "
+                           "checkpoint's own tokenizer.json or train again")
         tokenizer = cls(chars)
         if tokenizer.vocab != vocab:
-            raise CharRNNError(f"{path}: ids are not in code-point order; file was edited")
+            raise CharRNNError(f"{path}: ids are not in code-point order (the file was edited): "
+                           "restore the checkpoint's own tokenizer.json")
         return tokenizer
 
 

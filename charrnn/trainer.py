@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .cache import load_ids
 from .checkpoint import (load_checkpoint, load_trainer_state, read_config,
                          recover, save_checkpoint)
@@ -29,8 +30,10 @@ from .device import autocast, resolve_device
 from .errors import CharRNNError
 from .model import CharRNN, Hidden, detach
 from .streams import Streams, split_train_val
+from .tokenizer import CharTokenizer
 
 LN2 = math.log(2)
+LOSS_READ_EVERY = 25    # CUDA: steps between reads of the training loss (host syncs)
 
 
 @dataclass
@@ -69,7 +72,17 @@ def default_out(corpus: str) -> Path:
 def saved_config(out: str | Path) -> TrainConfig:
     """The training configuration stored in a run folder's ``last`` checkpoint (for --resume)."""
     folder = Path(out) / "last"
-    return TrainConfig.from_dict(read_config(folder).get("train", {}))
+    saved = read_config(folder).get("train", {})
+    # Paths in a checkpoint are never trusted: the run stays in the folder the user named, and
+    # the token cache in the default place (or --cache-dir).
+    saved = {k: v for k, v in saved.items() if k not in ("out", "cache_dir")} \
+        if isinstance(saved, dict) else {}
+    try:
+        TrainConfig.from_dict(saved).validate()     # a check only: validate() fills in defaults
+    except (TypeError, ValueError, AttributeError, CharRNNError) as err:
+        raise CharRNNError(f"checkpoint {folder}: bad training configuration in config.json "
+                           f"({err}); start again with --overwrite") from None
+    return TrainConfig.from_dict(saved)
 
 
 def train(corpus: str, config: TrainConfig,
@@ -81,10 +94,25 @@ def train(corpus: str, config: TrainConfig,
     """
     config.validate()
     device = resolve_device(config.device)
+    ctx, device = distributed.setup(device)   # under torchrun: join the process group
+    try:
+        return _train_on(ctx, device, corpus, config, callback)
+    finally:
+        ctx.close()
+
+
+def _train_on(ctx: distributed.Context, device: torch.device, corpus: str, config: TrainConfig,
+              callback: Optional[Callable[[int, dict], bool]]) -> TrainResult:
     source = Corpus(corpus, config.encoding, config.errors)
     out = Path(config.out) if config.out else Path("checkpoints") / source.name
     config.out = str(out)
-    resume_folder = _check_out_dir(out, config)
+    # Rank 0 checks (and recovers) the run folder before the other processes look at it.
+    resume_folder = ctx.leaders_first(lambda: _check_out_dir(out, config), ctx.is_main)
+    if not ctx.is_main:
+        resume_folder = _check_out_dir(out, config)
+    if device.type == "cuda":
+        torch.backends.cudnn.enabled = True
+        torch.backends.cudnn.benchmark = True    # every step has the same shape
 
     tokenizer, model, state, optimizer_state = None, None, LoopState(), None
     if resume_folder is not None:
@@ -92,9 +120,14 @@ def train(corpus: str, config: TrainConfig,
         saved = load_trainer_state(resume_folder, device)
         state, optimizer_state = _loop_state_from(saved, device), saved["optimizer"]
         _restore_rng(saved["rng"])
-    tokenizer, ids = load_ids(source, tokenizer, config.cache_dir, config.progress)
+        if ctx.enabled:
+            state.hidden = _rank_rows(state.hidden, ctx, config.batch_size)
+            ranks = saved.get("rng_ranks")
+            if ranks is not None and len(ranks) == ctx.world_size:
+                _restore_rng(ranks[ctx.rank])
+    tokenizer, ids = _shared_ids(ctx, source, tokenizer, config)
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
-    streams = Streams(train_ids, config.batch_size, config.seq_len)
+    streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size)
     val_streams = Streams(val_ids, _eval_batch(len(val_ids), config.seq_len), config.seq_len,
                           what="validation")
 
@@ -102,41 +135,59 @@ def train(corpus: str, config: TrainConfig,
         torch.manual_seed(config.seed)
         config.model.vocab_size = tokenizer.vocab_size
         model = CharRNN(config.model).to(device)
+        if ctx.rank > 0:
+            torch.manual_seed(config.seed + ctx.rank)   # same weights, own dropout masks
     else:
         config.model = model.config
     optimizer = _make_optimizer(model, config, device)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    if config.overwrite and resume_folder is None:
-        _clear_run(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        if config.overwrite and resume_folder is None:
+            _clear_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_folder is not None:
+            _trim_metrics(out / "metrics.jsonl", state.step)
 
     run = _Run(corpus, config, model, tokenizer, optimizer, streams, val_streams, device, out,
-               state, callback)
+               state, callback, ctx)
     return run.loop()
 
 
 class _Run:
     def __init__(self, corpus, config, model, tokenizer, optimizer, streams, val_streams,
-                 device, out, state, callback):
+                 device, out, state, callback, ctx=None):
         self.corpus, self.config, self.model, self.tokenizer = corpus, config, model, tokenizer
         self.optimizer, self.streams, self.val_streams = optimizer, streams, val_streams
         self.device, self.out, self.state, self.callback = device, out, state, callback
+        self.ctx = ctx or distributed.Context()
+        # Forward and backward go through DDP when there are several processes: it averages the
+        # gradients, so the mean loss over each rank's rows gives the global batch's gradient.
+        # self.model stays the plain module (evaluation, checkpoints without a "module." prefix).
+        self.net = model
+        if self.ctx.enabled:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
         self.total_steps = _planned_steps(config, streams.num_chunks)
-        self.chars_per_step = streams.batch_size * config.seq_len
+        self.chars_per_step = streams.batch_size * config.seq_len * self.ctx.world_size
+        # Training losses not yet read back to the host: on CUDA they are read every
+        # LOSS_READ_EVERY steps (and at evaluations), not with an .item() per step.
+        self._pending_loss, self._pending_steps, self._last_loss = None, 0, math.nan
 
     def loop(self) -> TrainResult:
         config, state, model = self.config, self.state, self.model
         started, session_start = time.monotonic(), state.elapsed
         window_start, window_steps = time.monotonic(), 0
         chars_per_sec, stopped_by = 0.0, None
-        bar = tqdm(total=1000, disable=not config.progress, leave=True, dynamic_ncols=True,
+        bar = tqdm(total=1000, disable=not config.progress or not self.ctx.is_main, leave=True,
+                   dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
         model.train()
         with _stop_on_signals() as stop:
             while True:
                 state.elapsed = session_start + time.monotonic() - started
                 stopped_by = self._limit_reached() or stop.reason
+                stopped_by = self._agree(stopped_by, stop.reason)
                 if stopped_by:
                     break
                 loss = self._train_step()
@@ -198,11 +249,13 @@ class _Run:
         if state.chunk >= self.streams.num_chunks:   # end of the streams: a new epoch
             state.chunk, state.epoch, state.hidden = 0, state.epoch + 1, None
         inputs, targets = self.streams.chunk(state.chunk)
+        if self.device.type == "cuda":   # pinned pages: the copies below run asynchronously
+            inputs, targets = inputs.pin_memory(), targets.pin_memory()
         inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate()
-        with autocast(self.device):
-            logits, hidden = self.model(inputs, state.hidden)
+        with autocast(self.device, self.config.precision):
+            logits, hidden = self.net(inputs, state.hidden)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -211,29 +264,82 @@ class _Run:
         self.optimizer.step()
         state.hidden = detach(hidden)
         state.step, state.chunk = state.step + 1, state.chunk + 1
-        value = loss.item()
-        state.loss_sum, state.loss_count = state.loss_sum + value, state.loss_count + 1
-        return value
+        # The mean over the global batch (every process gets the same value), kept on the device.
+        loss = self.ctx.all_reduce_mean(loss.detach())
+        self._pending_loss = loss if self._pending_loss is None else self._pending_loss + loss
+        self._pending_steps += 1
+        state.loss_count += 1
+        if (self.device.type != "cuda" or self.callback is not None or math.isnan(self._last_loss)
+                or state.step % LOSS_READ_EVERY == 0 or state.step % config.eval_interval == 0):
+            self._read_loss()
+        return self._last_loss
+
+    def _read_loss(self) -> None:
+        """Bring the pending losses to the host (one sync); the last value is their mean."""
+        if self._pending_loss is None:
+            return
+        total = float(self._pending_loss)
+        self.state.loss_sum += total
+        self._last_loss = total / self._pending_steps
+        self._pending_loss, self._pending_steps = None, 0
+
+    def _agree(self, reason: Optional[str], own_signal: Optional[str]) -> Optional[str]:
+        """Under torchrun, one stop decision for all processes: rank 0's (limits, callback), or
+        a signal any process received; every process also takes rank 0's clock."""
+        if not self.ctx.enabled:
+            return reason
+        mine = reason if self.ctx.is_main else own_signal
+        flag, elapsed = self.ctx.agree([1.0 if mine else 0.0,
+                                        self.state.elapsed if self.ctx.is_main else 0.0])
+        self.state.elapsed = elapsed     # the learning rate follows the clock: one clock for all
+        if not flag:
+            return None
+        return next(r for r in self.ctx.gather(mine) if r)
 
     def _evaluate_and_save(self, chars_per_sec: float) -> None:
         state = self.state
+        self._read_loss()
         train_loss = state.loss_sum / max(1, state.loss_count)
         state.loss_sum, state.loss_count = 0.0, 0
         state.val_loss = evaluate(self.model, self.val_streams, self.device)
+        state.val_loss = self.ctx.broadcast(state.val_loss)   # every process: rank 0's figure
         self.model.train()
+        if not (math.isfinite(state.val_loss) and math.isfinite(train_loss)):
+            self._diverged(f"validation loss {state.val_loss}, training loss {train_loss}")
+        if not _finite_weights(self.model):      # never save a broken model as best or last
+            self._diverged("the weights hold nan or inf")
         record = {"step": state.step, "epoch": round(state.step / self.streams.num_chunks, 4),
                   "elapsed": round(state.elapsed, 2), "train_loss": round(train_loss, 5),
                   "val_loss": round(state.val_loss, 5), "val_bpc": round(state.val_loss / LN2, 5),
                   "lr": self._learning_rate(), "chars_per_sec": round(chars_per_sec, 1)}
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.ctx.is_main:
+            try:
+                with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            except OSError as err:
+                raise CharRNNError(f"cannot write {self.out / 'metrics.jsonl'}: "
+                                   f"{err.strerror or err}; free disk space or make the folder "
+                                   "writable, then --resume") from None
         if math.isfinite(state.val_loss) and state.val_loss < state.best_val_loss:
             state.best_val_loss = state.val_loss
-            save_checkpoint(self.out / "best", self.model, self.tokenizer, self._info(record))
+            if self.ctx.is_main:
+                save_checkpoint(self.out / "best", self.model, self.tokenizer, self._info(record))
         self._save_last(record)
+
+    def _diverged(self, what: str) -> None:
+        raise CharRNNError(f"training diverged at step {self.state.step} ({what}): lower --lr "
+                           f"or --clip; the last good checkpoint in {self.out} is kept")
 
     def _save_last(self, record: Optional[dict] = None) -> None:
         state = self.state
+        self._read_loss()
+        if not _finite_weights(self.model):      # never write a broken model over a good one
+            self._diverged("the weights hold nan or inf")
+        if self.ctx.enabled:      # every process's hidden rows and RNG; rank 0 writes them
+            hidden = _gather_rows(state.hidden, self.ctx)
+            rng_ranks = self.ctx.gather(_rng_state())
+            if not self.ctx.is_main:
+                return
         record = record or {"step": state.step, "elapsed": round(state.elapsed, 2),
                             "val_loss": state.val_loss}
         trainer_state = {"optimizer": self.optimizer.state_dict(), "loop": _loop_state_dict(state),
@@ -241,6 +347,10 @@ class _Run:
         if state.hidden is not None:
             trainer_state["hidden"] = list(state.hidden) if isinstance(state.hidden, tuple) \
                 else [state.hidden]
+        if self.ctx.enabled:
+            trainer_state["rng_ranks"] = rng_ranks
+            if hidden is not None:
+                trainer_state["hidden"] = hidden
         save_checkpoint(self.out / "last", self.model, self.tokenizer, self._info(record),
                         trainer_state)
 
@@ -251,14 +361,15 @@ class _Run:
 
 
 @torch.inference_mode()
-def evaluate(model: CharRNN, streams: Streams, device: torch.device) -> float:
+def evaluate(model: CharRNN, streams: Streams, device: torch.device,
+             precision: str = "fp32") -> float:
     """Mean loss in nats per character over every chunk, hidden state carried across chunks."""
     model.eval()
     hidden, total, count = None, torch.zeros((), device=device, dtype=torch.float64), 0
     for i in range(streams.num_chunks_with_tail):
         inputs, targets = streams.chunk(i)
         inputs, targets = inputs.to(device), targets.to(device)
-        with autocast(device):
+        with autocast(device, precision):
             logits, hidden = model(inputs, hidden)
         total += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
                                  reduction="sum").double()
@@ -306,6 +417,35 @@ def _check_out_dir(out: Path, config: TrainConfig) -> Optional[Path]:
         raise CharRNNError(f"{out} already holds a model: pass --resume to continue it, "
                            "--overwrite to replace it, or choose another --out")
     return None
+
+
+def _finite_weights(model: CharRNN) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop the records of evaluations after the checkpoint (a run killed between
+    logging an evaluation and saving it would otherwise log that step twice)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except OSError:
+        return
+    keep = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) > step:
+                continue
+        except (ValueError, KeyError, TypeError):
+            continue          # a line cut short by a crash
+        keep.append(line if line.endswith("\n") else line + "\n")
+    if keep != lines:
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text("".join(keep), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as err:
+            raise CharRNNError(f"cannot write {path}: {err.strerror or err}; free disk space "
+                               "or make the folder writable, then --resume") from None
 
 
 def _clear_run(out: Path) -> None:
@@ -367,3 +507,46 @@ def _stop_on_signals():
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _shared_ids(ctx: distributed.Context, source: Corpus, tokenizer: Optional[CharTokenizer],
+                config: TrainConfig) -> tuple[CharTokenizer, np.ndarray]:
+    """The token ids (memmap). Under torchrun the first process of each machine scans and encodes
+    (or finds) the cache while the others wait, then they map the same file."""
+    if not ctx.enabled:
+        return load_ids(source, tokenizer, config.cache_dir, config.progress)
+    built = ctx.leaders_first(
+        lambda: load_ids(source, tokenizer, config.cache_dir, config.progress and ctx.is_main),
+        ctx.is_local_main)
+    meta = ctx.broadcast((Path(built[1].filename).name, len(built[1]), built[0].chars)
+                         if ctx.is_main else None)
+    if built is not None:
+        return built
+    name, num_chars, chars = meta
+    tokenizer = tokenizer or CharTokenizer(chars)
+    path = Path(config.cache_dir) / name
+    if path.is_file() and path.stat().st_size == num_chars * np.dtype(tokenizer.dtype).itemsize:
+        return tokenizer, np.memmap(path, dtype=tokenizer.dtype, mode="r", shape=(num_chars,))
+    return load_ids(source, tokenizer, config.cache_dir, False)   # a cache this machine lacks
+
+
+def _gather_rows(hidden: Optional[Hidden], ctx: distributed.Context) -> Optional[list]:
+    """Every process's hidden rows, concatenated in rank order (the single-process layout)."""
+    if hidden is None:
+        return None
+    parts = list(hidden) if isinstance(hidden, tuple) else [hidden]
+    gathered = ctx.gather([p.detach().cpu() for p in parts])
+    return [torch.cat([g[i] for g in gathered], dim=1) for i in range(len(parts))]
+
+
+def _rank_rows(hidden: Optional[Hidden], ctx: distributed.Context,
+               batch_size: int) -> Optional[Hidden]:
+    """This process's rows of a saved hidden state; None when the batch does not match."""
+    if hidden is None:
+        return None
+    parts = list(hidden) if isinstance(hidden, tuple) else [hidden]
+    if parts[0].shape[1] != batch_size * ctx.world_size:
+        return None
+    rows = slice(ctx.rank * batch_size, (ctx.rank + 1) * batch_size)
+    parts = [p[:, rows].contiguous() for p in parts]
+    return tuple(parts) if isinstance(hidden, tuple) else parts[0]

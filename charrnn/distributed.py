@@ -1,0 +1,167 @@
+"""Training on several processes (GPUs or machines) with torchrun and DistributedDataParallel.
+
+``torchrun --nproc-per-node=N -m charrnn train ...`` starts N copies of the same command with
+RANK, WORLD_SIZE and LOCAL_RANK in their environment. ``setup`` joins them into one process group
+(NCCL on CUDA, one GPU per process; gloo on CPU) and returns a ``Context`` that the trainer passes
+around; outside torchrun it returns a single-process context whose helpers do nothing. All state
+beyond the context lives in torch.distributed itself.
+
+Control messages (stop decisions, the validation loss, errors) go over a gloo group on the CPU, so
+they never force a GPU synchronisation.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from .errors import CharRNNError
+
+T = TypeVar("T")
+ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@dataclass
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False                       # True when setup() created the process group
+    control: Any = field(default=None, repr=False)  # CPU (gloo) group for control messages
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_local_main(self) -> bool:
+        return self.local_rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier(group=self.control)
+
+    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean of ``tensor`` over all processes (on its own device; no host sync on CUDA)."""
+        if not self.enabled:
+            return tensor
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)   # gloo has no AVG
+        return tensor / self.world_size
+
+    def agree(self, values: list[float]) -> list[float]:
+        """The element-wise maximum of ``values`` over all processes (float64, on the CPU).
+
+        A process with nothing to say passes zeros: rank 0's decisions (a stop reason, its clock)
+        win, and any process can still raise a flag (a signal it received)."""
+        if not self.enabled:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.control)
+        return tensor.tolist()
+
+    def broadcast(self, value: T) -> T:
+        """Rank 0's ``value`` (any picklable object) on every process."""
+        if not self.enabled:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
+    def gather(self, value: T) -> list[T]:
+        """Every process's ``value`` (picklable), in rank order, on every process."""
+        if not self.enabled:
+            return [value]
+        values: list = [None] * self.world_size
+        dist.all_gather_object(values, value, group=self.control)
+        return values
+
+    def leaders_first(self, fn: Callable[[], T], leader: bool) -> Optional[T]:
+        """Run ``fn`` on the leader processes while the others wait; a CharRNNError raised by any
+        leader is raised, with the same one-line message, on every process. Non-leaders get None.
+        """
+        if not self.enabled:
+            return fn() if leader else None
+        result, error = None, None
+        if leader:
+            try:
+                result = fn()
+            except CharRNNError as err:
+                error = str(err)
+        errors = [e for e in self.gather(error) if e is not None]
+        if errors:
+            raise CharRNNError(errors[0])
+        return result
+
+    def close(self) -> None:
+        """Leave the process group, if setup() created it."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+        self.owns_group = False
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or another launcher) with WORLD_SIZE > 1."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def is_main_process() -> bool:
+    """Rank 0, or a process outside a distributed launch (for what only one process prints)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def setup(device: torch.device) -> tuple[Context, torch.device]:
+    """Join the process group torchrun describes; the context and this process's device.
+
+    Outside torchrun (WORLD_SIZE unset or 1): a single-process context and ``device`` unchanged.
+    """
+    if not launched():
+        return Context(), device
+    try:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise CharRNNError("distributed launch: RANK, WORLD_SIZE and LOCAL_RANK must be set "
+                           "(start with torchrun)") from None
+    if not dist.is_available():
+        raise CharRNNError("this torch build has no torch.distributed: train in one process")
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise CharRNNError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
+                               "CUDA devices: lower --nproc-per-node")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise CharRNNError(f"distributed training runs on cuda or cpu, not {device.type}: "
+                           "pass --device cuda or --device cpu")
+    owns = not dist.is_initialized()
+    try:
+        if owns:
+            if backend == "nccl":
+                dist.init_process_group(backend, device_id=device)
+            else:
+                dist.init_process_group(backend)
+        # Control messages travel on the CPU whatever the training backend.
+        control = dist.new_group(backend="gloo") if backend == "nccl" else None
+    except (RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CharRNNError(f"cannot join the distributed process group ({backend}): "
+                           f"{first[:200]}") from None
+    if dist.get_world_size() != world_size or dist.get_rank() != rank:
+        raise CharRNNError("the initialised process group does not match RANK/WORLD_SIZE")
+    return Context(rank, world_size, local_rank, owns, control), device
