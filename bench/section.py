@@ -97,7 +97,7 @@ def _sampling_model():
     from charrnn import CharRNN, ModelConfig
 
     torch.manual_seed(0)
-    return CharRNN(ModelConfig(vocab_size=66, cell="lstm", layers=2, hidden_size=512,
+    return CharRNN(ModelConfig(vocab_size=67, cell="lstm", layers=2, hidden_size=512,
                                embed_size=64)).eval()
 
 
@@ -106,7 +106,7 @@ def sample(batch, length, device="cpu"):
     from charrnn.sampler import SampleOptions, generate
 
     model = _sampling_model()
-    tokenizer = CharTokenizer([chr(c) for c in range(32, 97)])
+    tokenizer = CharTokenizer([chr(c) for c in range(32, 97)] + ["a"])
     options = SampleOptions(length=50, num_samples=int(batch), seed=0)
     generate(model, tokenizer, "a", options)  # warm up
     options.length = int(length)

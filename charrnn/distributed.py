@@ -103,6 +103,12 @@ class Context:
     def close(self) -> None:
         """Leave the process group, if setup() created it."""
         if self.owns_group and dist.is_initialized():
+            # Leave together: a process that tears its connections down while a peer still
+            # talks on them makes gloo abort that peer at exit ("terminate called ...").
+            try:
+                dist.barrier(group=self.control)
+            except RuntimeError:
+                pass      # a peer already failed; its own error is the one to report
             dist.destroy_process_group()
         self.owns_group = False
 

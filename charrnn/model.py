@@ -28,6 +28,17 @@ class CharRNN(nn.Module):
             dropout=config.dropout if config.layers > 1 else 0.0)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.cell == "lstm":
+            self._open_forget_gates()
+
+    def _open_forget_gates(self) -> None:
+        # Forget-gate bias 1 (Jozefowicz et al., 2015): the cell remembers from the first step,
+        # which makes early training markedly faster.
+        size = self.config.hidden_size
+        with torch.no_grad():
+            for layer in range(self.config.layers):
+                getattr(self.rnn, f"bias_ih_l{layer}")[size:2 * size].fill_(1.0)
+                getattr(self.rnn, f"bias_hh_l{layer}")[size:2 * size].fill_(0.0)
 
     def forward(self, ids: torch.Tensor, hidden: Optional[Hidden] = None
                 ) -> tuple[torch.Tensor, Hidden]:

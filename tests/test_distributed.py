@@ -1,0 +1,107 @@
+"""Two CPU processes under torchrun (gloo) train the same model as one process with the global batch."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+
+from charrnn.api import train_run
+from conftest import make_corpus, tiny_config
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with gloo is not available")
+
+# fp32: under bf16 autocast (the default on CPUs with native bf16) partial gradients are rounded
+# to bf16 per process, and the runs agree only to about 1e-3.
+COMMON = ["--preset", "tiny", "--no-progress", "--sample-length", "0", "--device", "cpu",
+          "--precision", "fp32", "--eval-interval", "3"]
+
+
+def torchrun(tmp_path, corpus, out, *args):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               "-m", "charrnn", "train", str(corpus), "--out", str(out),
+               "--cache-dir", str(tmp_path / "cache"), "--batch-size", "4", *COMMON, *args]
+    # Its own session and no terminal: on a timeout the launcher and both workers are ended.
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail("torchrun timed out:\n" + stdout[-2000:] + stderr[-3000:])
+    assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def max_difference(a, b):
+    a, b = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert sorted(a) == sorted(b)          # no "module." prefix from DDP
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def single_process(tmp_path, corpus, out, steps, resume=False):
+    config = tiny_config(out, steps=steps, batch_size=8, eval_interval=3, device="cpu",
+                         precision="fp32", resume=resume)
+    config.cache_dir = str(tmp_path / "cache")
+    return train_run(str(corpus), config)
+
+
+def strip(lines):
+    return [{k: round(v, 4) for k, v in json.loads(line).items()
+             if k not in ("elapsed", "chars_per_sec")} for line in lines]
+
+
+def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus.txt")
+    done = torchrun(tmp_path, corpus, tmp_path / "ddp", "--steps", "6")
+    assert done.stdout.count("val loss") == 1            # rank 0 alone reports
+    single_process(tmp_path, corpus, tmp_path / "one", 6)
+
+    difference = max_difference(tmp_path / "ddp" / "last", tmp_path / "one" / "last")
+    print(f"max |two processes - one process| = {difference:.3g}")
+    assert difference < 1e-5
+    assert max_difference(tmp_path / "ddp" / "best", tmp_path / "one" / "best") < 1e-5
+
+    # One checkpoint folder, written once: no per-rank copies, no leftovers.
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best", "last", "metrics.jsonl"]
+    ddp_metrics = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    one_metrics = (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in ddp_metrics] == [3, 6]
+    assert strip(ddp_metrics) == strip(one_metrics)
+    assert len([p for p in (tmp_path / "cache").iterdir()]) == 1
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+
+
+def test_resume_under_torchrun_continues_the_same_run(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus.txt")
+    torchrun(tmp_path, corpus, tmp_path / "ddp", "--steps", "4")
+    state = torch.load(tmp_path / "ddp" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["hidden"][0].shape[1] == 8              # both processes' rows are saved
+    torchrun(tmp_path, corpus, tmp_path / "ddp", "--steps", "7", "--resume")
+    single_process(tmp_path, corpus, tmp_path / "one", 4)
+    single_process(tmp_path, corpus, tmp_path / "one", 7, resume=True)
+    assert max_difference(tmp_path / "ddp" / "last", tmp_path / "one" / "last") < 1e-5
+    assert json.loads((tmp_path / "ddp" / "last" / "config.json").read_text())["metrics"]["step"] == 7
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_reads_the_loss_every_few_steps(tmp_path):
+    # On CUDA the loss stays on the device between reads; the metrics still average every step.
+    corpus = make_corpus(tmp_path / "corpus.txt")
+    config = tiny_config(tmp_path / "run", steps=60, eval_interval=30, device="cuda")
+    result = train_run(str(corpus), config)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [30, 60]
+    assert all(0 < r["train_loss"] < 10 for r in records)
+    assert result.val_loss < records[0]["train_loss"]
+    assert torch.backends.cudnn.benchmark
