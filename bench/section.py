@@ -19,14 +19,17 @@ SPEED_SHAPE = dict(hidden=512, layers=2, embed=64, batch=64, seq=128)
 
 
 def peak(device="cpu"):
-    n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    start, reps = time.perf_counter(), 20
-    for _ in range(reps):
-        a @ b
-    return {"gflops": 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9}
+    """Measured matmul rate (GFLOP/s) of a large square product, fp32 and bf16."""
+    n, figures = 2048, {}
+    for name, dtype in (("gflops", torch.float32), ("gflops_bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        start, reps = time.perf_counter(), 20
+        for _ in range(reps):
+            a @ b
+        figures[name] = 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
+    return figures
 
 
 def quality(corpus, seconds, preset_name, device="cpu"):

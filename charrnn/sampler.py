@@ -59,26 +59,31 @@ class Stepper(torch.nn.Module):
                                 + (0 if config.cell == "gru" else rnn.bias_hh_l0)).contiguous()
             # Higher layers: [x, h] @ [W_ih; W_hh]^T in one matmul (not for GRU, whose reset
             # gate multiplies the recurrent part alone).
-            self.weights, self.biases, self.w_hh, self.b_hh = [], [], [], []
+            self.weights, self.biases, self.w_ih, self.w_hh, self.b_hh = [], [], [], [], []
             for i in range(config.layers):
                 w_ih, w_hh = getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"weight_hh_l{i}")
                 b_ih, b_hh = getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}")
-                self.w_hh.append(w_hh.T.contiguous())
+                # Kept [out, in] and used transposed: MKL's matrix-vector path is faster so.
+                self.w_hh.append(w_hh.detach().clone().t())
                 self.b_hh.append(b_hh.clone())
-                self.weights.append(torch.cat([w_ih, w_hh], 1).T.contiguous())
+                self.w_ih.append(w_ih.detach().clone().t() if config.cell == "gru" else None)
+                self.weights.append(torch.cat([w_ih, w_hh], 1).t() if i > 0 else None)
                 self.biases.append(b_ih + b_hh if config.cell != "gru" else b_ih.clone())
-            self.w_ih = [w.T.contiguous() for w in
-                         (getattr(rnn, f"weight_ih_l{i}") for i in range(config.layers))]
-            self.w_out = model.head.weight.T.contiguous()
+            self.w_out = model.head.weight.detach().clone().t()
             self.b_out = model.head.bias.clone()
 
     def forward(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
+        """One step in nn.LSTM/GRU/RNN's hidden-state layout ([layers, batch, hidden])."""
         if self.cell == "lstm":
-            h_all, c_all = hidden
-            h_new, c_new = [], []
-        else:
-            h_all, h_new = hidden, []
-        x = None
+            logits, (h, c) = self.step(ids, (list(hidden[0].unbind(0)), list(hidden[1].unbind(0))))
+            return logits, (torch.stack(h), torch.stack(c))
+        logits, (h,) = self.step(ids, (list(hidden.unbind(0)),))
+        return logits, torch.stack(h)
+
+    def step(self, ids: torch.Tensor, state: tuple[list[torch.Tensor], ...]):
+        """One step with the state kept as per-layer lists (no stacking in the sampling loop)."""
+        h_all, x = state[0], None
+        h_new, c_new = [], []
         for i in range(self.layers):
             h = h_all[i]
             if self.cell == "gru":
@@ -99,16 +104,14 @@ class Stepper(torch.nn.Module):
                     size = h.shape[1]
                     gates = torch.sigmoid(pre)   # i, f, o; the g quarter is recomputed as tanh
                     cell_in = torch.tanh(pre[:, 2 * size:3 * size])
-                    c = torch.addcmul(gates[:, size:2 * size] * c_all[i], gates[:, :size], cell_in)
+                    c = torch.addcmul(gates[:, size:2 * size] * state[1][i], gates[:, :size], cell_in)
                     x = gates[:, 3 * size:] * torch.tanh(c)
                     c_new.append(c)
                 else:
                     x = torch.tanh(pre)
             h_new.append(x)
         logits = torch.addmm(self.b_out, x, self.w_out)
-        if self.cell == "lstm":
-            return logits, (torch.stack(h_new), torch.stack(c_new))
-        return logits, torch.stack(h_new)
+        return logits, ((h_new, c_new) if self.cell == "lstm" else (h_new,))
 
 
 def pick(logits: torch.Tensor, options: SampleOptions, generator: torch.Generator) -> torch.Tensor:
@@ -117,7 +120,8 @@ def pick(logits: torch.Tensor, options: SampleOptions, generator: torch.Generato
     logits[:, UNK_ID] = -float("inf")  # the unknown token is never a useful output
     if options.greedy:
         return logits.argmax(dim=-1)
-    logits = logits / options.temperature
+    if options.temperature != 1.0:
+        logits.div_(options.temperature)
     if options.top_k is not None and options.top_k < logits.shape[-1]:
         kth = torch.topk(logits, options.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, -float("inf"))
@@ -155,16 +159,18 @@ def generate(model: CharRNN, tokenizer: CharTokenizer, prime: str, options: Samp
         _, hidden = model(ids[:-1].unsqueeze(0).expand(batch, -1), None)
     stepper = Stepper(model)
     hidden = hidden if hidden is not None else _zeros(model, batch, device)
+    state = tuple(list(h.unbind(0)) for h in (hidden if isinstance(hidden, tuple) else (hidden,)))
     current = ids[-1:].expand(batch).contiguous()
     texts = [[] for _ in range(batch)]
     done = [False] * batch
+    id_to_char = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
     for _ in range(options.length):
-        logits, hidden = stepper(current, hidden)
+        logits, state = stepper.step(current, state)
         current = pick(logits, options, generator)
         for b, token in enumerate(current.tolist()):
             if done[b]:
                 continue
-            char = tokenizer.decode([token])
+            char = id_to_char[token]
             texts[b].append(char)
             if on_text:
                 on_text(b, char)
