@@ -65,10 +65,6 @@ class LoopState:
     hidden: Optional[Hidden] = None
 
 
-def default_out(corpus: str) -> Path:
-    return Path("checkpoints") / Corpus(corpus).name
-
-
 def saved_config(out: str | Path) -> TrainConfig:
     """The training configuration stored in a run folder's ``last`` checkpoint (for --resume)."""
     folder = Path(out) / "last"
