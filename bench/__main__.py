@@ -159,6 +159,9 @@ def write_results(args, corpus, table, figures, seconds) -> None:
             f"anchor 1.427 of the plain LSTM 2x512 loop); sampling baseline calls nn.LSTM once "
             f"per character; encoding baseline is tokenizers' encode_batch over lines.\n\n"
             f"Commands (run from the repository root):\n\n```\n{commands}\n```\n")
+    tried = HERE / "TRIED.md"
+    if tried.exists():
+        text += "\n" + tried.read_text()
     Path(args.results).write_text(text)
     stored = HERE / "results.json"
     everything = json.loads(stored.read_text()) if stored.exists() else {}
