@@ -44,8 +44,11 @@ def main() -> None:
     parser.add_argument("--corpus", default=None, help="text file (default: tinyshakespeare)")
     parser.add_argument("--quick", action="store_true", help="short runs, under 2 minutes")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--results", default=None,
+                        help="where the table goes (default bench/RESULTS.md; "
+                             "bench/RESULTS-quick.md with --quick)")
     args = parser.parse_args()
+    args.results = args.results or str(HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md"))
     corpus = args.corpus or default_corpus()
     quick = args.quick
     short = 15 if quick else 60
