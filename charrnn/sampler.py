@@ -163,14 +163,13 @@ def generate(model: CharRNN, tokenizer: CharTokenizer, prime: str, options: Samp
     current = ids[-1:].expand(batch).contiguous()
     texts = [[] for _ in range(batch)]
     done = [False] * batch
-    id_to_char = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
     for _ in range(options.length):
         logits, state = stepper.step(current, state)
         current = pick(logits, options, generator)
         for b, token in enumerate(current.tolist()):
             if done[b]:
                 continue
-            char = id_to_char[token]
+            char = tokenizer.id_to_char[token]
             texts[b].append(char)
             if on_text:
                 on_text(b, char)

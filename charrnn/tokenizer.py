@@ -31,7 +31,7 @@ class CharTokenizer:
         # Dense code point -> id table; the extra last slot catches every code point above max.
         self._table = np.zeros(self._max_cp + 2, dtype=self.dtype)
         self._table[codepoints] = np.arange(1, len(codepoints) + 1)
-        self._id_to_char = [""] + self.chars
+        self.id_to_char = [""] + self.chars   # id -> text; <unk> decodes to nothing
 
     @property
     def vocab_size(self) -> int:
@@ -54,7 +54,7 @@ class CharTokenizer:
         return self._table[np.minimum(codepoints, self._max_cp + 1)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self._id_to_char[int(i)] for i in ids)
+        return "".join(self.id_to_char[int(i)] for i in ids)
 
     def unknown_chars(self, text: str) -> list[str]:
         return sorted(set(text) - set(self.chars))
