@@ -104,18 +104,37 @@ def _sampling_model():
                                embed_size=64)).eval()
 
 
-def sample(batch, length, device="cpu"):
+def sample(batch, length, device="cpu", precision="fp32"):
     from charrnn import CharTokenizer
     from charrnn.sampler import SampleOptions, generate
 
     model = _sampling_model()
     tokenizer = CharTokenizer([chr(c) for c in range(32, 97)] + ["a"])
-    options = SampleOptions(length=50, num_samples=int(batch), seed=0)
+    options = SampleOptions(length=50, num_samples=int(batch), seed=0, precision=precision)
     generate(model, tokenizer, "a", options)  # warm up
     options.length = int(length)
     start = time.perf_counter()
     generate(model, tokenizer, "a", options)
-    return {"chars_per_sec": int(batch) * int(length) / (time.perf_counter() - start)}
+    return {"chars_per_sec": int(batch) * int(length) / (time.perf_counter() - start),
+            "max_logit_diff": _step_error(model, precision)}
+
+
+@torch.no_grad()
+def _step_error(model, precision, batch=4, steps=100):
+    """Largest |fast step logits - forward logits| over ``steps`` steps, each fast step started
+    from the exact state (so it measures one step's rounding, not a drifting trajectory)."""
+    from charrnn.sampler import Stepper
+
+    ids = torch.randint(1, model.config.vocab_size, (batch, steps))
+    expected, _ = model(ids)
+    exact, fast = Stepper(model, batch), Stepper(model, batch, precision)
+    zeros = torch.zeros(model.config.layers, batch, model.config.hidden_size)
+    hidden, worst = (zeros, zeros.clone()), 0.0
+    for t in range(steps):
+        logits, _ = fast(ids[:, t], hidden)
+        _, hidden = exact(ids[:, t], hidden)
+        worst = max(worst, (logits - expected[:, t]).abs().max().item())
+    return worst
 
 
 def sample_plain(batch, length, device="cpu"):

@@ -184,8 +184,10 @@ def _train_config(out: Path, preset_name: str, resume: bool, options: dict) -> T
 @click.option("--stop", help="End a sample when it produces this string.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
               show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: faster, from bf16 weights (logits within about 1e-2 of fp32).")
 def sample(checkpoint, prime, length, temperature, top_k, top_p, greedy, seed, num_samples, stop,
-           device):
+           device, precision):
     """Generate text from the model in CHECKPOINT (a run folder or a checkpoint folder)."""
     prime, stop = _arg_text(prime), _arg_text(stop)
     model = api.load(checkpoint, device=device)
@@ -201,11 +203,12 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, greedy, seed, n
             out.flush()
 
         model.generate(prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                       greedy=greedy, seed=seed, stop=stop, on_text=stream)
+                       greedy=greedy, seed=seed, stop=stop, on_text=stream, precision=precision)
         out.write(("" if started else prime) + "\n")
     else:
         texts = model.generate(prime, length=length, temperature=temperature, top_k=top_k,
-                               top_p=top_p, greedy=greedy, seed=seed, n=num_samples, stop=stop)
+                               top_p=top_p, greedy=greedy, seed=seed, n=num_samples, stop=stop,
+                               precision=precision)
         for i, text in enumerate(texts):
             out.write(f"--- sample {i + 1} ---\n{text}\n")
     out.flush()

@@ -1,11 +1,11 @@
 """Stage 8: sampling. The prime text goes through the fused network once; then each sampled
 character is fed back in, one step at a time, with the carried hidden state.
 
-The one-step network (``Stepper``) is built from the trained layers' own weights: the first
-layer's input projection is folded into a lookup table (embedding @ W_ih + biases), so a step is
-one row gather plus one matmul per recurrent weight and the output layer. It gives the same
-logits as ``CharRNN.forward`` (tests/test_sampler.py) at several times the speed of calling
-nn.LSTM once per character.
+The one-step network (``Stepper``) is built from the trained layers' own weights, prepared once:
+the first layer's input projection becomes a lookup table, the higher layers multiply [x, h] in
+one product, and on CPU every product uses oneDNN's prepacked weights. It gives the same logits
+as ``CharRNN.forward`` to 1e-5 in fp32 (tests/test_sampler.py) at several times the speed of
+calling nn.LSTM once per character; bf16 weights are faster again (bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
 from .errors import CharRNNError
 from .model import CharRNN, Hidden
@@ -29,6 +30,7 @@ class SampleOptions:
     seed: Optional[int] = None
     num_samples: int = 1
     stop: Optional[str] = None
+    precision: str = "fp32"    # of the step's weights: fp32, or bf16 (faster, logits within ~1e-2)
 
     def validate(self) -> "SampleOptions":
         if not isinstance(self.length, int) or self.length < 0:
@@ -41,38 +43,97 @@ class SampleOptions:
             raise CharRNNError(f"top_p must be in (0, 1], got {self.top_p}")
         if not isinstance(self.num_samples, int) or self.num_samples < 1:
             raise CharRNNError(f"num_samples must be >= 1, got {self.num_samples!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise CharRNNError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.stop == "":
             raise CharRNNError("stop must not be empty")
         return self
 
 
-class Stepper(torch.nn.Module):
-    """One time step of a CharRNN, from its own weights: (ids [batch], hidden) -> logits."""
+class _Linear:
+    """``x @ weight.T + bias`` for the step loop, with the weight prepared once.
 
-    def __init__(self, model: CharRNN):
-        super().__init__()
+    On CPU the weight is reordered into oneDNN's blocked layout for the batch at hand (what
+    torch.compile does for linear layers): a one-row product then runs about three times faster
+    than addmm, which goes to MKL's matrix-vector code. Where that is not available (CUDA, or a
+    torch build without oneDNN), it is a plain F.linear."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], batch: int,
+                 dtype: torch.dtype):
+        self.dtype = dtype
+        weight = weight.detach().to(dtype).contiguous()
+        self.bias = None if bias is None else bias.detach().to(dtype).contiguous()
+        self.packed = _onednn_pack(weight, batch) if weight.device.type == "cpu" else None
+        self.weight = weight if self.packed is None else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.dtype != torch.float32
+        if low:
+            x = x.to(self.dtype)
+        if self.packed is not None:
+            out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        else:
+            out = F.linear(x, self.weight, self.bias)
+        return out.float() if low else out   # the cell arithmetic stays in fp32
+
+
+def _onednn_pack(weight: torch.Tensor, batch: int) -> Optional[torch.Tensor]:
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
+        probe = torch.ones(1, weight.shape[1], dtype=weight.dtype)
+        torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "")
+        return packed
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _lstm_rows(weight: torch.Tensor, size: int) -> torch.Tensor:
+    """LSTM gate rows from torch's order (i, f, g, o) to (i, f, o, 2g): then one sigmoid covers
+    all four gates, since tanh(x) = 2 sigmoid(2x) - 1 (doubling is exact in floating point)."""
+    i, f, g, o = weight.split(size, 0)
+    return torch.cat([i, f, o, 2 * g], 0)
+
+
+class Stepper:
+    """One time step of a CharRNN, from its own weights: (ids [batch], hidden) -> logits.
+
+    The first layer's input projection of every character is precomputed into a table
+    (embedding @ W_ih^T + biases), so layer 0 is one row gather plus one product with W_hh; the
+    higher layers multiply [x, h] by [W_ih, W_hh] in one product (GRU keeps them apart, since
+    its reset gate scales the recurrent part alone). ``precision="bf16"`` keeps the weights in
+    bf16 (half the memory read per step; twice the matmul rate on CPUs with native bf16) with
+    the cell state and the arithmetic between products in fp32."""
+
+    def __init__(self, model: CharRNN, batch: int = 1, precision: str = "fp32"):
         config, rnn = model.config, model.rnn
-        self.cell, self.layers = config.cell, config.layers
+        self.cell, self.layers, self.size = config.cell, config.layers, config.hidden_size
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        lstm = self.cell == "lstm"
+        order = (lambda w: _lstm_rows(w, self.size)) if lstm else (lambda w: w)
+        params = {name: order(p.detach()) for name, p in rnn.named_parameters()}
         with torch.no_grad():
-            # Layer 0's input projection of every character, precomputed: embed @ W_ih0^T + b.
-            self.input_table = (model.embed.weight @ rnn.weight_ih_l0.T + rnn.bias_ih_l0
-                                + (0 if config.cell == "gru" else rnn.bias_hh_l0)).contiguous()
-            # Higher layers: [x, h] @ [W_ih; W_hh]^T in one matmul (not for GRU, whose reset
-            # gate multiplies the recurrent part alone).
-            self.weights, self.biases, self.w_ih, self.w_hh, self.b_hh = [], [], [], [], []
+            table = model.embed.weight @ params["weight_ih_l0"].T + params["bias_ih_l0"]
+            if self.cell != "gru":
+                table = table + params["bias_hh_l0"]
+            self.input_table = table.contiguous()
+            self.recurrent, self.joint, self.inputs = [], [], []
             for i in range(config.layers):
-                w_ih, w_hh = getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"weight_hh_l{i}")
-                b_ih, b_hh = getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}")
-                # Kept [out, in] and used transposed: MKL's matrix-vector path is faster so.
-                self.w_hh.append(w_hh.detach().clone().t())
-                self.b_hh.append(b_hh.clone())
-                self.w_ih.append(w_ih.detach().clone().t() if config.cell == "gru" else None)
-                self.weights.append(torch.cat([w_ih, w_hh], 1).t() if i > 0 else None)
-                self.biases.append(b_ih + b_hh if config.cell != "gru" else b_ih.clone())
-            self.w_out = model.head.weight.detach().clone().t()
-            self.b_out = model.head.bias.clone()
+                w_ih, w_hh = params[f"weight_ih_l{i}"], params[f"weight_hh_l{i}"]
+                b_ih, b_hh = params[f"bias_ih_l{i}"], params[f"bias_hh_l{i}"]
+                if self.cell == "gru":
+                    self.recurrent.append(_Linear(w_hh, b_hh, batch, dtype))
+                    self.inputs.append(_Linear(w_ih, b_ih, batch, dtype) if i else None)
+                elif i == 0:
+                    self.recurrent.append(_Linear(w_hh, None, batch, dtype))
+                else:
+                    self.joint.append(_Linear(torch.cat([w_ih, w_hh], 1), b_ih + b_hh, batch,
+                                              dtype))
+            # The output layer is small; fp32 keeps the logits free of bf16 rounding.
+            self.head = _Linear(model.head.weight, model.head.bias, batch, torch.float32)
 
-    def forward(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
+    def __call__(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
         """One step in nn.LSTM/GRU/RNN's hidden-state layout ([layers, batch, hidden])."""
         if self.cell == "lstm":
             logits, (h, c) = self.step(ids, (list(hidden[0].unbind(0)), list(hidden[1].unbind(0))))
@@ -82,42 +143,46 @@ class Stepper(torch.nn.Module):
 
     def step(self, ids: torch.Tensor, state: tuple[list[torch.Tensor], ...]):
         """One step with the state kept as per-layer lists (no stacking in the sampling loop)."""
-        h_all, x = state[0], None
-        h_new, c_new = [], []
-        for i in range(self.layers):
-            h = h_all[i]
+        x, h_new, c_new = None, [], []
+        for i, h in enumerate(state[0]):
             if self.cell == "gru":
-                projected = self.input_table[ids] if i == 0 else \
-                    torch.addmm(self.biases[i], x, self.w_ih[i])
-                recurrent = torch.addmm(self.b_hh[i], h, self.w_hh[i])
-                r_i, z_i, n_i = projected.chunk(3, 1)
-                r_h, z_h, n_h = recurrent.chunk(3, 1)
-                reset, update = torch.sigmoid(r_i + r_h), torch.sigmoid(z_i + z_h)
-                candidate = torch.tanh(n_i + reset * n_h)
-                x = candidate + update * (h - candidate)
+                x = self._gru(i, ids, x, h)
             else:
                 if i == 0:
-                    pre = torch.addmm(self.input_table[ids], h, self.w_hh[0])
+                    pre = self.recurrent[0](h).add_(self.input_table.index_select(0, ids))
                 else:
-                    pre = torch.addmm(self.biases[i], torch.cat([x, h], 1), self.weights[i])
+                    pre = self.joint[i - 1](torch.cat([x, h], 1))
                 if self.cell == "lstm":
-                    size = h.shape[1]
-                    gates = torch.sigmoid(pre)   # i, f, o; the g quarter is recomputed as tanh
-                    cell_in = torch.tanh(pre[:, 2 * size:3 * size])
-                    c = torch.addcmul(gates[:, size:2 * size] * state[1][i], gates[:, :size], cell_in)
-                    x = gates[:, 3 * size:] * torch.tanh(c)
+                    x, c = self._lstm(pre, state[1][i])
                     c_new.append(c)
                 else:
                     x = torch.tanh(pre)
             h_new.append(x)
-        logits = torch.addmm(self.b_out, x, self.w_out)
+        logits = self.head(x)
         return logits, ((h_new, c_new) if self.cell == "lstm" else (h_new,))
+
+    def _lstm(self, pre: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # tanh(x) as 2 sigmoid(2x) - 1: torch's CPU tanh is several times slower than sigmoid.
+        size = self.size
+        gates = torch.sigmoid(pre)                 # input, forget, output, (tanh(g) + 1) / 2
+        i, f, o, g_half = (gates[:, :size], gates[:, size:2 * size], gates[:, 2 * size:3 * size],
+                           gates[:, 3 * size:])
+        c = torch.addcmul(torch.addcmul(-i, f, c), i, g_half, value=2)   # f c + i tanh(g)
+        return torch.addcmul(-o, o, torch.sigmoid(2 * c), value=2), c     # o tanh(c)
+
+    def _gru(self, i: int, ids: torch.Tensor, x: Optional[torch.Tensor], h: torch.Tensor):
+        projected = self.input_table.index_select(0, ids) if i == 0 else self.inputs[i](x)
+        r_i, z_i, n_i = projected.chunk(3, 1)
+        r_h, z_h, n_h = self.recurrent[i](h).chunk(3, 1)
+        reset, update = torch.sigmoid(r_i + r_h), torch.sigmoid(z_i + z_h)
+        candidate = torch.tanh(n_i + reset * n_h)
+        return candidate + update * (h - candidate)
 
 
 def pick(logits: torch.Tensor, options: SampleOptions, generator: torch.Generator) -> torch.Tensor:
     """Next ids [batch] from logits [batch, vocab] with temperature, top-k and top-p."""
     logits = logits.float().clone()
-    logits[:, UNK_ID] = -float("inf")  # the unknown token is never a useful output
+    logits[:, UNK_ID].fill_(-float("inf"))  # the unknown token is never a useful output
     if options.greedy:
         return logits.argmax(dim=-1)
     if options.temperature != 1.0:
@@ -131,8 +196,13 @@ def pick(logits: torch.Tensor, options: SampleOptions, generator: torch.Generato
         drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= options.top_p  # keep the first
         sorted_logits = sorted_logits.masked_fill(drop, -float("inf"))
         logits = torch.full_like(logits, -float("inf")).scatter(-1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # Inverse-CDF draw: one uniform number per sample (torch.multinomial spends more on checking
+    # its input and on one random number per vocabulary entry than on the draw). right=True
+    # never lands on a zero-probability id, whose cumulative sum does not rise.
+    cumulative = torch.softmax(logits, dim=-1).cumsum_(dim=-1)
+    uniform = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device)
+    ids = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
+    return ids.squeeze(-1).clamp_(max=logits.shape[-1] - 1)
 
 
 @torch.inference_mode()
@@ -157,7 +227,7 @@ def generate(model: CharRNN, tokenizer: CharTokenizer, prime: str, options: Samp
     hidden = None
     if len(ids) > 1:
         _, hidden = model(ids[:-1].unsqueeze(0).expand(batch, -1), None)
-    stepper = Stepper(model)
+    stepper = Stepper(model, batch, options.precision)
     hidden = hidden if hidden is not None else _zeros(model, batch, device)
     state = tuple(list(h.unbind(0)) for h in (hidden if isinstance(hidden, tuple) else (hidden,)))
     current = ids[-1:].expand(batch).contiguous()

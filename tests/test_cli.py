@@ -33,6 +33,8 @@ def test_train_sample_eval_info(corpus, tmp_path):
     assert first.output.startswith("the") and len(first.output) == 3 + 60 + 1
     several = run("sample", out, "--num-samples", 3, "--length", 20, "--seed", 1)
     assert several.output.count("--- sample") == 3
+    fast = run("sample", out, "--prime", "the", "--length", 60, "--seed", 7, "--precision", "bf16")
+    assert fast.exit_code == 0 and fast.output.startswith("the") and len(fast.output) == 64
     evaluated = run("eval", out, corpus)
     assert evaluated.exit_code == 0 and "bits/char" in evaluated.output
     info = run("info", out)
