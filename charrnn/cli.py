@@ -20,7 +20,8 @@ from .errors import CharRNNError
 from .trainer import saved_config
 
 MODEL_OPTIONS = ("cell", "layers", "hidden_size", "embed_size", "dropout")
-TRAIN_OPTIONS = ("batch_size", "seq_len", "lr", "warmup_steps", "weight_decay", "clip", "steps",
+TRAIN_OPTIONS = ("batch_size", "seq_len", "lr", "warmup_steps", "weight_decay", "beta1", "beta2",
+                 "clip", "steps",
                  "epochs", "eval_interval", "val_fraction", "device", "precision", "seed",
                  "cache_dir", "encoding", "errors")
 
@@ -96,6 +97,8 @@ def main():
 @click.option("--lr", type=float, help="Peak learning rate.")
 @click.option("--warmup-steps", type=int)
 @click.option("--weight-decay", type=float)
+@click.option("--beta1", type=float, help="AdamW's first-moment decay rate.")
+@click.option("--beta2", type=float, help="AdamW's second-moment decay rate.")
 @click.option("--clip", type=float, help="Gradient-norm clip (0: off).")
 @click.option("--steps", type=int, help="Stop after this many steps.")
 @click.option("--epochs", type=float, help="Stop after this many passes over the text.")

@@ -394,8 +394,10 @@ def _make_optimizer(model: CharRNN, config: TrainConfig, device: torch.device):
     other = [p for n, p in model.named_parameters() if p.dim() < 2 or n.startswith("embed")]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99),
-                             fused=device.type == "cuda")
+    # The fused kernel (CPU and CUDA) takes ~1 ms where the default foreach path takes ~15 ms on
+    # 2 CPU cores for a 1.2M-parameter model: about a tenth of a small training step.
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2),
+                             fused=device.type in ("cpu", "cuda"))
 
 
 def _check_out_dir(out: Path, config: TrainConfig) -> Optional[Path]:

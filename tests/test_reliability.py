@@ -273,6 +273,8 @@ BAD_INPUT = [
      "steps must be a positive integer"),
     ("lr-zero", ["train", "{corpus}", *TRAIN, "--lr", "0"], _train("corpus", lr=0.0),
      "lr must be > 0"),
+    ("beta1-one", ["train", "{corpus}", *TRAIN, "--beta1", "1"], _train("corpus", beta1=1.0),
+     "beta1 must be in [0, 1)"),
     ("bad-time-limit", ["train", "{corpus}", *TRAIN, "--time-limit", "soon"],
      lambda w, tmp: parse_duration("soon"), "cannot read time"),
     ("train-device-cuda-absent", ["train", "{corpus}", *TRAIN, "--device", "cuda"],
