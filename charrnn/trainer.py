@@ -200,9 +200,9 @@ class _Run:
                 if state.step % config.eval_interval == 0:
                     self._evaluate_and_save(chars_per_sec)
                 bar.n = int(1000 * self._progress())
-                bar.set_postfix_str(f"step {state.step} loss {loss:.3f} val bpc "
-                                    f"{state.val_loss / LN2:.3f} {chars_per_sec:,.0f} chars/s",
-                                    refresh=False)
+                val_bpc = "-" if math.isnan(state.val_loss) else f"{state.val_loss / LN2:.3f}"
+                bar.set_postfix_str(f"step {state.step} loss {loss:.3f} val bpc {val_bpc} "
+                                    f"{chars_per_sec:,.0f} chars/s", refresh=False)
                 bar.update(0)
                 if self.callback and self.callback(state.step, {"loss": loss}):
                     stop.reason = "callback"
