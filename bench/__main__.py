@@ -97,7 +97,7 @@ def main() -> None:
         plain = run_section("sample_plain", batch, length, args.device)
         figures[f"sample_b{batch}"] = {"charrnn": ours, "bf16": fast, "plain": plain}
         for name, figure in ((f"sample chars/s, batch {batch}", ours),
-                             (f"  bf16 weights (--precision bf16)", fast)):
+                             ("  bf16 weights (--precision bf16)", fast)):
             rows.append((f"{name}; max logit diff to forward {figure['max_logit_diff']:.1e}",
                          figure["chars_per_sec"], plain["chars_per_sec"],
                          figure["chars_per_sec"] / plain["chars_per_sec"], f">= {goal:,}",

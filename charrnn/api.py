@@ -41,7 +41,7 @@ class Model:
                  precision: str = "fp32") -> Union[str, list[str]]:
         """``prime`` followed by ``length`` sampled characters; with ``n``, a list of n texts
         generated together as one batch. ``precision="bf16"`` samples faster from bf16 weights
-        (logits within about 1e-2 of fp32)."""
+        (logits within a few hundredths of fp32's)."""
         options = SampleOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                                 greedy=greedy, seed=seed, num_samples=1 if n is None else n,
                                 stop=stop, precision=precision)

@@ -188,7 +188,7 @@ def _train_config(out: Path, preset_name: str, resume: bool, options: dict) -> T
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
               show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="bf16: faster, from bf16 weights (logits within about 1e-2 of fp32).")
+              help="bf16: faster, from bf16 weights (logits within a few hundredths of fp32's).")
 def sample(checkpoint, prime, length, temperature, top_k, top_p, greedy, seed, num_samples, stop,
            device, precision):
     """Generate text from the model in CHECKPOINT (a run folder or a checkpoint folder)."""
