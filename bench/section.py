@@ -106,11 +106,12 @@ def _sampling_model():
 
 def sample(batch, length, device="cpu", precision="fp32"):
     from charrnn import CharTokenizer
-    from charrnn.sampler import SampleOptions, generate
+    from charrnn import SampleConfig
+    from charrnn.sampler import generate
 
     model = _sampling_model()
     tokenizer = CharTokenizer([chr(c) for c in range(32, 97)] + ["a"])
-    options = SampleOptions(length=50, num_samples=int(batch), seed=0, precision=precision)
+    options = SampleConfig(length=50, num_samples=int(batch), seed=0, precision=precision)
     generate(model, tokenizer, "a", options)  # warm up
     options.length = int(length)
     start = time.perf_counter()
@@ -123,11 +124,11 @@ def sample(batch, length, device="cpu", precision="fp32"):
 def _step_error(model, precision, batch=4, steps=100):
     """Largest |fast step logits - forward logits| over ``steps`` steps, each fast step started
     from the exact state (so it measures one step's rounding, not a drifting trajectory)."""
-    from charrnn.sampler import Stepper
+    from charrnn.fast_step import FastStep
 
     ids = torch.randint(1, model.config.vocab_size, (batch, steps))
     expected, _ = model(ids)
-    exact, fast = Stepper(model, batch), Stepper(model, batch, precision)
+    exact, fast = FastStep(model, batch), FastStep(model, batch, precision)
     zeros = torch.zeros(model.config.layers, batch, model.config.hidden_size)
     hidden, worst = (zeros, zeros.clone()), 0.0
     for t in range(steps):

@@ -1,6 +1,6 @@
 """Stage 3: token ids cached on disk as a numpy memmap, keyed by corpus contents and tokenizer.
 
-Two streaming passes, each holding one chunk (about 8 MB) at a time, so memory stays bounded
+Two streaming passes, each holding one block (about 8 MB) at a time, so memory stays bounded
 whatever the corpus size: ``scan`` hashes the corpus and counts its characters (which builds the
 tokenizer) and each file's length, ``encode_corpus`` writes the ids with plain file writes (the
 output is never mapped whole). A corpus of several large files is read by a pool of processes,
@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 from tqdm import tqdm
 
+from . import files
 from .corpus import Corpus
 from .errors import CharRNNError
 from .tokenizer import CharTokenizer, codepoints_of
@@ -63,10 +64,10 @@ def scan(corpus: Corpus, progress: bool = False, workers: Optional[int] = None) 
         else:
             hasher = hashlib.blake2b(digest_size=16)
             chars = 0
-            for chunk in corpus.chunks():
-                hasher.update(chunk.raw)
-                chars += _count_into(counts, chunk.text)
-                bar.update(len(chunk.raw))
+            for block in corpus.blocks():
+                hasher.update(block.raw)
+                chars += _count_into(counts, block.text)
+                bar.update(len(block.raw))
             digest, file_chars = hasher.hexdigest(), [chars]
     num_chars = int(counts.sum())
     if num_chars == 0:
@@ -101,46 +102,43 @@ def load_ids(corpus: Corpus, tokenizer: Optional[CharTokenizer], cache_dir: str 
 def encode_corpus(corpus: Corpus, tokenizer: CharTokenizer, path: Path, num_chars: int,
                   progress: bool = False, file_chars: Optional[list] = None,
                   workers: Optional[int] = None) -> None:
-    """Encode chunk by chunk into a temp file beside ``path``, then rename it into place.
+    """Encode block by block into a temp file beside ``path``, then rename it into place.
 
     With ``file_chars`` (from ``scan``) a corpus of several files is encoded by a pool of
     processes, each writing one file's ids at that file's offset."""
     itemsize = np.dtype(tokenizer.dtype).itemsize
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.truncate(num_chars * itemsize)
-        with tqdm(desc="encoding corpus", total=num_chars, unit="char", unit_scale=True,
-                  disable=not progress, leave=False) as bar:
-            if len(corpus.files) > 1 and file_chars is not None \
-                    and len(file_chars) == len(corpus.files) and sum(file_chars) == num_chars:
-                offsets = np.cumsum([0] + list(file_chars[:-1])).tolist()
-                tasks = [(str(p), corpus.encoding, corpus.errors, tokenizer.chars, str(tmp),
-                          offset, chars) for p, offset, chars in zip(corpus.files, offsets, file_chars)]
-                for written in _map(_encode_file, tasks, _workers(corpus, workers)):
-                    bar.update(written)
-            else:
-                with open(tmp, "r+b") as handle:
-                    written = _write_ids(corpus.chunks(), tokenizer, handle, num_chars, bar)
-                if written != num_chars:
-                    raise CharRNNError(f"corpus {corpus.spec} changed while it was read: run again")
-        os.replace(tmp, path)
+        with files.atomic_file(path, sync=False) as tmp:   # a cache can be rebuilt
+            with open(tmp, "wb") as handle:
+                handle.truncate(num_chars * itemsize)
+            with tqdm(desc="encoding corpus", total=num_chars, unit="char", unit_scale=True,
+                      disable=not progress, leave=False) as bar:
+                if len(corpus.files) > 1 and file_chars is not None \
+                        and len(file_chars) == len(corpus.files) and sum(file_chars) == num_chars:
+                    offsets = np.cumsum([0] + list(file_chars[:-1])).tolist()
+                    tasks = [(str(p), corpus.encoding, corpus.errors, tokenizer.chars, str(tmp),
+                              offset, chars)
+                             for p, offset, chars in zip(corpus.files, offsets, file_chars)]
+                    for written in _map(_encode_file, tasks, _workers(corpus, workers)):
+                        bar.update(written)
+                else:
+                    with open(tmp, "r+b") as handle:
+                        written = _write_ids(corpus.blocks(), tokenizer, handle, num_chars, bar)
+                    if written != num_chars:
+                        raise CharRNNError(f"corpus {corpus.spec} changed while it was read: "
+                                           "run again")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CharRNNError(f"cannot write the token cache in {path.parent}: "
                            f"{err.strerror or err}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
-def _write_ids(chunks, tokenizer: CharTokenizer, handle, limit: int, bar=None) -> int:
-    """Encode ``chunks`` and write the ids at the handle's position; how many were written
+def _write_ids(blocks, tokenizer: CharTokenizer, handle, limit: int, bar=None) -> int:
+    """Encode ``blocks`` and write the ids at the handle's position; how many were written
     (at most ``limit``; more than that means the text changed since it was scanned)."""
     written = 0
-    for chunk in chunks:
-        for piece in _pieces(chunk.text):
+    for block in blocks:
+        for piece in _pieces(block.text):
             encoded = tokenizer.encode(piece)
             if written + len(encoded) > limit:
                 return limit + 1
@@ -171,10 +169,10 @@ def _scan_file(task) -> tuple[bytes, np.ndarray, np.ndarray, int, int]:
     hasher = hashlib.blake2b(digest_size=16)
     counts = np.zeros(MAX_CODEPOINT + 1, dtype=np.int64)
     chars = size = 0
-    for chunk in Corpus(_spec(path), encoding, errors).chunks():
-        hasher.update(chunk.raw)
-        chars += _count_into(counts, chunk.text)
-        size += len(chunk.raw)
+    for block in Corpus(_spec(path), encoding, errors).blocks():
+        hasher.update(block.raw)
+        chars += _count_into(counts, block.text)
+        size += len(block.raw)
     seen = np.flatnonzero(counts)
     return hasher.digest(), seen, counts[seen], chars, size
 
@@ -185,7 +183,7 @@ def _encode_file(task) -> int:
     tokenizer = CharTokenizer(chars)
     with open(out, "r+b") as handle:
         handle.seek(offset * np.dtype(tokenizer.dtype).itemsize)
-        written = _write_ids(Corpus(_spec(path), encoding, errors).chunks(), tokenizer, handle,
+        written = _write_ids(Corpus(_spec(path), encoding, errors).blocks(), tokenizer, handle,
                              expected)
     if written != expected:
         raise CharRNNError(f"{path} changed while it was read: run again")

@@ -6,16 +6,14 @@
     trainer_state.pt   only in ``last``: optimizer, step, data position, hidden state, RNG;
                        tensors and plain containers, read with torch.load(weights_only=True)
 
-A training run's folder holds ``best/``, ``last/`` and ``metrics.jsonl``. A checkpoint folder is
-written whole under a temporary name and renamed into place, so a crash at any moment leaves the
-previous one complete.
+This module is the one place that writes and reads config.json. A checkpoint folder is written
+whole under a temporary name and renamed into place (charrnn/files.py), so a crash at any
+moment leaves the previous one complete.
 """
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,10 +21,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
+from . import files
+from .config import ModelConfig, TrainConfig
 from .errors import CharRNNError
 from .model import CharRNN
 from .tokenizer import CharTokenizer
+from .version import __version__
 
 FORMAT = "charrnn"
 FORMAT_VERSION = 1
@@ -35,128 +35,61 @@ STATE_FILE = "trainer_state.pt"
 BROKEN = "use the run's other checkpoint (best or last) or train it again"
 
 
-def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, info: dict[str, Any],
-                    trainer_state: Optional[dict] = None) -> None:
-    """Write a complete checkpoint to ``folder``, replacing any previous one atomically."""
-    from . import __version__
+def checkpoint_config(model: CharRNN, tokenizer: CharTokenizer, train: Optional[TrainConfig],
+                      metrics: dict[str, Any], corpus: Optional[str] = None) -> dict:
+    """The config.json of a checkpoint (the schema, in one place)."""
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION,
+              "charrnn_version": __version__, "torch_version": torch.__version__,
+              "model": vars(model.config).copy(),
+              "tokenizer": {"type": "char", "vocab_size": tokenizer.vocab_size},
+              "metrics": metrics}
+    if corpus is not None:
+        config["corpus"] = str(corpus)
+    if train is not None:
+        config["train"] = train.to_dict()
+    return config
 
-    folder = Path(folder)
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+
+def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, config: dict,
+                    trainer_state: Optional[dict] = None) -> None:
+    """Write a complete checkpoint to ``folder``, replacing any previous one atomically.
+
+    ``config`` is the config.json dict (see ``checkpoint_config``; the format and version keys
+    are filled in if missing). Raises CharRNNError when the disk is full or the folder is not
+    writable; the previous checkpoint is then intact."""
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
+              "torch_version": torch.__version__, "model": vars(model.config).copy(), **config}
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        config = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                  "charrnn_version": __version__, "torch_version": torch.__version__,
-                  "model": vars(model.config).copy(), **info}
-        _write(tmp / "config.json", json.dumps(config, indent=2).encode())
-        weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
-        tokenizer.save(tmp / "tokenizer.json")
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / STATE_FILE)
-        for name in os.listdir(tmp):
-            _fsync(tmp / name)
-        _swap_into_place(tmp, folder)
+        with files.atomic_folder(Path(folder)) as tmp:
+            files.write_bytes(tmp / "config.json", json.dumps(config, indent=2).encode())
+            weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+            save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+            tokenizer.save(tmp / "tokenizer.json")
+            if trainer_state is not None:
+                torch.save(trainer_state, tmp / STATE_FILE)
     except (OSError, SafetensorError, RuntimeError) as err:
         # Disk full or a read-only folder: safetensors and torch.save report it as their own
         # errors, not as OSError.
-        shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:200]
         raise CharRNNError(f"cannot write checkpoint {folder}: {reason}; the previous "
                            "checkpoint is intact: free disk space or make the folder "
                            "writable (or choose another --out), then --resume") from None
 
 
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    # Directories cannot be renamed over a non-empty one: move the old one aside first. A crash
-    # between the two renames leaves `.old-<name>-<pid>`, which recover() puts back.
-    old = folder.with_name(f".old-{folder.name}-{os.getpid()}")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)   # a stale leftover of an earlier process
-        os.rename(folder, old)
-    try:
-        os.rename(tmp, folder)
-    except OSError:
-        if old.exists() and not folder.exists():
-            os.rename(old, folder)               # keep the previous checkpoint where it was
-        raise
-    _fsync(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def recover(run_dir: Path) -> None:
-    """Undo a save interrupted between its two renames; drop half-written temp folders.
-
-    Leftovers of a process that is still running (a save in progress) are left alone, and so
-    is anything that is not a checkpoint folder (the user's own `.tmp-...` folders)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return
-    for entry in sorted(run_dir.iterdir()):
-        if not entry.name.startswith((".old-", ".tmp-")) or not _ours(entry) \
-                or _writer_alive(entry.name):
-            continue
-        if entry.name.startswith(".old-"):
-            name = entry.name[len(".old-"):].rsplit("-", 1)[0]
-            target = run_dir / name
-            if not target.exists() and _is_complete(entry):
-                os.rename(entry, target)
-            else:
-                shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name.startswith(".tmp-"):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _ours(entry: Path) -> bool:
-    """A folder that save_checkpoint left: `.tmp-NAME-PID`/`.old-NAME-PID`, holding no other
-    files than a checkpoint's (and safetensors' own `.tmpXXXXXX` while it writes)."""
-    pid = entry.name.rsplit("-", 1)[-1]
-    try:
-        return pid.isdigit() and entry.is_dir() and not entry.is_symlink() and all(
-            name in (*FILES, STATE_FILE) or name.startswith(".tmp") for name in os.listdir(entry))
-    except OSError:       # removed meanwhile
-        return False
-
-
-def _writer_alive(name: str) -> bool:
-    """Whether the process whose id ends a `.tmp-`/`.old-` folder name still runs."""
-    pid = name.rsplit("-", 1)[-1]
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True    # another user's process
-    return True
-
-
-def _is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in FILES)
+    """Undo a checkpoint save interrupted between its two renames; drop half-written temp
+    folders of dead processes (charrnn/files.py). Raises OSError on a read-only folder."""
+    files.recover(run_dir, allowed=(*FILES, STATE_FILE), complete=FILES)
 
 
 def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
-    """The checkpoint folder that ``path`` means: itself, or its ``best``/``last`` subfolder."""
+    """The checkpoint folder that ``path`` means: itself, or its ``best``/``last`` subfolder.
+
+    Cleans up the leftovers of an interrupted save on the way (``recover``). Raises
+    CharRNNError when there is no checkpoint there."""
     path = Path(path)
     if not path.exists() and path.name in ("best", "last") and path.parent.is_dir():
-        try:
-            recover(path.parent)    # a `best`/`last` folder whose save was interrupted
-        except OSError:
-            pass
+        _try_recover(path.parent)    # a `best`/`last` folder whose save was interrupted
     if not path.exists():
         raise CharRNNError(f"checkpoint {path} does not exist: give a run folder or a "
                            "checkpoint folder (one that holds config.json)")
@@ -165,19 +98,24 @@ def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
                            "(give the folder that holds config.json)")
     if (path / "config.json").exists():
         return path
-    try:
-        recover(path)
-    except OSError:
-        pass  # a read-only folder: nothing to recover, and loading still works
-    order = [prefer] + [n for n in ("best", "last") if n != prefer]
-    for name in order:
+    _try_recover(path)
+    for name in [prefer] + [n for n in ("best", "last") if n != prefer]:
         if (path / name / "config.json").exists():
             return path / name
     raise CharRNNError(f"{path} holds no charrnn checkpoint (no config.json): give a run "
                        "folder made by charrnn train, or its best/ or last/")
 
 
+def _try_recover(folder: Path) -> None:
+    try:
+        recover(folder)
+    except OSError:
+        pass  # a read-only folder: nothing to recover, and loading still works
+
+
 def read_config(folder: Path) -> dict:
+    """The config.json of a checkpoint folder, checked. Raises CharRNNError when a file is
+    missing, config.json is corrupt, not charrnn's, or of a newer format."""
     folder = Path(folder)
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
@@ -198,9 +136,24 @@ def read_config(folder: Path) -> dict:
     return config
 
 
+def saved_train_config(folder: Path) -> TrainConfig:
+    """The training configuration in a checkpoint's config.json (for --resume). Paths in it
+    are never trusted: ``out`` and ``cache_dir`` are dropped. Raises CharRNNError."""
+    saved = read_config(folder).get("train", {})
+    saved = {k: v for k, v in saved.items() if k not in ("out", "cache_dir")} \
+        if isinstance(saved, dict) else {}
+    try:
+        return TrainConfig.from_dict(saved).validate()
+    except (TypeError, ValueError, AttributeError, CharRNNError) as err:
+        raise CharRNNError(f"checkpoint {folder}: bad training configuration in config.json "
+                           f"({err}); start again with --overwrite") from None
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     prefer: str = "best") -> tuple[CharRNN, CharTokenizer, dict]:
-    """(model in eval mode on ``device``, tokenizer, config dict) from a checkpoint or run folder."""
+    """(model in eval mode on ``device``, tokenizer, config dict) from a checkpoint or run
+    folder (``prefer``: which of best/last a run folder gives). May clean up the leftovers of
+    an interrupted save. Raises CharRNNError for a missing, corrupt or foreign checkpoint."""
     folder = find_checkpoint(path, prefer)
     config = read_config(folder)
     tokenizer = CharTokenizer.load(folder / "tokenizer.json")
@@ -214,26 +167,38 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         raise CharRNNError(f"checkpoint {folder}: model and tokenizer.json disagree on the "
                            f"vocabulary size; {BROKEN}")
     try:
-        weights = load_file(folder / "model.safetensors")
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CharRNNError(f"checkpoint {folder}: model.safetensors is corrupt ({first}); "
-                           f"{BROKEN}") from None
+        raise CharRNNError(f"checkpoint {folder}: model.safetensors is corrupt "
+                           f"({_first_line(err)}); {BROKEN}") from None
     return model.to(device).eval(), tokenizer, config
 
 
 def load_trainer_state(folder: Path, device: str | torch.device = "cpu") -> dict:
-    """The optimizer and loop state saved beside ``last``; never unpickles arbitrary objects."""
+    """The optimizer and loop state saved beside ``last``. Read with
+    torch.load(weights_only=True): a file holding anything but tensors and plain containers is
+    refused, never unpickled. Raises CharRNNError for a missing, corrupt or unsafe file."""
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise CharRNNError(f"checkpoint {folder} has no {STATE_FILE}: it cannot be resumed; "
                            "start again with --overwrite")
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
-            AttributeError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise CharRNNError(f"checkpoint {folder}: {STATE_FILE} is corrupt or unsafe; it "
+                               "cannot be resumed: start again with --overwrite") from None
+        # torch's own message goes on to suggest weights_only=False: never advise that.
+        raise CharRNNError(f"checkpoint {folder}: {STATE_FILE} is corrupt or unsafe: it holds "
+                           "objects other than tensors and plain containers, which are never "
+                           "loaded (they could run code); it cannot be resumed: start again "
+                           "with --overwrite") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as err:
         raise CharRNNError(f"checkpoint {folder}: {STATE_FILE} is corrupt or unsafe "
-                           f"({first[:200]}); it cannot be resumed: start again with "
-                           "--overwrite") from None
+                           f"({_first_line(err)[:200]}); it cannot be resumed: start again "
+                           "with --overwrite") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,30 +1,21 @@
-"""The command line: a thin click layer over the Python API (charrnn/api.py)."""
+"""The command line: a thin click layer over the Python API (charrnn/api.py).
+
+Options are generated from the declarations in charrnn/config.py (``api.declared``): adding a
+field there adds its flag here, with its help, type and choices.
+"""
 from __future__ import annotations
 
 import json
-import math
 import os
+import shlex
+import shutil
 import signal
 import sys
-from pathlib import Path
 
 import click
 
 from . import api
-from .checkpoint import find_checkpoint, read_config
-from .config import PRESETS, TrainConfig, parse_duration, preset
-from .corpus import Corpus
-from .device import resolve_device
-from .distributed import is_main_process
-from .errors import CharRNNError
-from .trainer import saved_config
-
-MODEL_OPTIONS = ("cell", "layers", "hidden_size", "embed_size", "dropout")
-TRAIN_OPTIONS = ("batch_size", "seq_len", "lr", "warmup_steps", "weight_decay", "beta1", "beta2",
-                 "clip", "steps",
-                 "epochs", "eval_interval", "val_fraction", "device", "precision", "seed",
-                 "cache_dir", "encoding", "errors")
-
+from .errors import CharRNNError, OptionError
 
 class CharRNNGroup(click.Group):
     """Turns every failure a user can cause into one line on stderr and a non-zero exit."""
@@ -41,6 +32,8 @@ class CharRNNGroup(click.Group):
             _fail("interrupted", 130)
         except click.ClickException as err:
             _fail(err.format_message(), err.exit_code)
+        except OptionError as err:
+            _fail(f"{_flag(err.name)} {err.problem}", 1)
         except CharRNNError as err:
             _fail(str(err), 1)
         except KeyboardInterrupt:
@@ -55,6 +48,10 @@ class CharRNNGroup(click.Group):
 def _fail(message: str, code: int):
     click.echo(f"error: {' '.join(str(message).split())}", err=True)
     sys.exit(code)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _utf8_stdio() -> None:
@@ -76,6 +73,53 @@ def _arg_text(value):
     return value
 
 
+class _Parsed(click.ParamType):
+    """A declared option with its own parser (durations): CharRNNError -> a click error."""
+
+    def __init__(self, parse, name):
+        self.parse, self.name = parse, name
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except CharRNNError as err:
+            self.fail(str(err), param, ctx)
+
+
+def declared_options(*classes, defaults: bool = False, only: tuple = (), **overrides):
+    """Click options for every CLI field declared in ``classes`` (or the ones named in
+    ``only``). With ``defaults=False`` an option not given is None (so a preset or a saved
+    run fills it in); ``overrides`` give other defaults (``device="cpu"``)."""
+    def decorate(command):
+        items = [item for cls in classes for item in api.declared(cls)
+                 if item.spec.cli and (not only or item.name in only)]
+        for item in reversed(items):
+            default = overrides.get(item.name, item.default if defaults else None)
+            command = _click_option(item, default)(command)
+        return command
+    return decorate
+
+
+def _click_option(item, default):
+    spec = item.spec
+    flags = [item.flag] + [_flag(alias) for alias in spec.aliases if len(alias) > 1]
+    if item.type is bool:
+        if item.default:     # on unless turned off: --progress/--no-progress
+            return click.option(f"{item.flag}/--no-{item.flag[2:]}", item.name,
+                                default=default, help=spec.help)
+        return click.option(*flags, item.name, is_flag=True, default=default, help=spec.help)
+    if spec.choices:
+        kind = click.Choice([str(c) for c in spec.choices])
+    elif spec.parse:
+        kind = _Parsed(spec.parse, spec.metavar or item.type.__name__.upper())
+    else:
+        kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[item.type]
+    return click.option(*flags, item.name, type=kind, default=default, help=spec.help,
+                        show_default=default is not None, metavar=spec.metavar)
+
+
 @click.group(cls=CharRNNGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="charrnn")
 def main():
@@ -84,160 +128,124 @@ def main():
 
 @main.command()
 @click.argument("corpus")
-@click.option("--out", help="Run folder (default: checkpoints/<corpus name>).")
-@click.option("--preset", "preset_name", type=click.Choice(["auto", *PRESETS]), default="auto",
-              show_default=True, help="Starting settings; auto: cpu-10m on CPU, gpu-3m on CUDA.")
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]))
-@click.option("--layers", type=int)
-@click.option("--hidden-size", type=int)
-@click.option("--embed-size", type=int)
-@click.option("--dropout", type=float)
-@click.option("--batch-size", type=int, help="Contiguous streams per step.")
-@click.option("--seq-len", type=int, help="Truncated-BPTT length.")
-@click.option("--lr", type=float, help="Peak learning rate.")
-@click.option("--warmup-steps", type=int)
-@click.option("--weight-decay", type=float)
-@click.option("--beta1", type=float, help="AdamW's first-moment decay rate.")
-@click.option("--beta2", type=float, help="AdamW's second-moment decay rate.")
-@click.option("--clip", type=float, help="Gradient-norm clip (0: off).")
-@click.option("--steps", type=int, help="Stop after this many steps.")
-@click.option("--epochs", type=float, help="Stop after this many passes over the text.")
-@click.option("--time-limit", help="Stop after this long, e.g. 90s, 10m, 1h.")
-@click.option("--eval-interval", type=int, help="Steps between validations.")
-@click.option("--val-fraction", type=float, help="Share of the text (at its end) for validation.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-              help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32.")
-@click.option("--seed", type=int)
-@click.option("--cache-dir", help="Where token ids are cached (default data/cache).")
-@click.option("--encoding", help="Text encoding of the corpus (default utf-8).")
-@click.option("--errors", type=click.Choice(["strict", "replace"]),
-              help="replace: undecodable bytes become U+FFFD instead of an error.")
-@click.option("--overwrite", is_flag=True, help="Replace the model already in --out.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--preset", "preset_name", type=click.Choice(["auto", *api.PRESETS]),
+              default="auto", show_default=True,
+              help="Starting settings; auto: cpu-10m on CPU, gpu-3m on CUDA.")
+@declared_options(api.ModelConfig, api.TrainConfig)
 @click.option("--sample-length", type=int, default=300, show_default=True,
               help="Characters of the sample printed at the end (0: none).")
-def train(corpus, out, preset_name, time_limit, overwrite, resume, no_progress, sample_length,
-          **options):
+def train(corpus, preset_name, sample_length, out, resume, **options):
     """Train a model on CORPUS: a text file, a folder, a glob or hf:NAME[:CONFIG][/SPLIT]."""
-    out = Path(out) if out else Path("checkpoints") / Corpus(corpus).name
-    config = _train_config(out, preset_name, resume, options)
-    if time_limit is not None:
-        config.time_limit = parse_duration(time_limit)
-    config.out, config.overwrite, config.resume = str(out), overwrite, resume
-    config.progress = not no_progress and config.progress
+    config = api.train_config(corpus, out, preset_name, bool(resume), **options)
     result = api.train_run(corpus, config)
-    if not is_main_process():     # under torchrun, rank 0 alone reports and samples
-        sys.exit(128 + signal.Signals[result.stopped_by].value if result.interrupted else 0)
-    if math.isfinite(result.val_loss):
-        click.echo(f"step {result.step}: val loss {result.val_loss:.4f} nats/char, "
-                   f"{result.val_bpc:.4f} bits/char (best {result.best_val_loss:.4f}) "
-                   f"after {result.elapsed:.0f}s; model in {result.out}")
-    else:
-        click.echo(f"step {result.step} after {result.elapsed:.0f}s, before the first "
-                   f"validation; model in {result.out}")
+    code = 128 + signal.Signals[result.stopped_by].value if result.interrupted else 0
+    if not result.is_main:     # under torchrun, the first process alone reports and samples
+        sys.exit(code)
+    click.echo(_summary(result))
     if result.interrupted:
-        click.echo(f"stopped by {result.stopped_by}; continue with: charrnn train {corpus} "
-                   f"--out {result.out} --resume", err=True)
-        sys.exit(128 + signal.Signals[result.stopped_by].value)
+        click.echo(f"stopped by {result.stopped_by}; continue with: "
+                   f"{_launcher(result.world_size)} train {corpus} --out {result.out} --resume",
+                   err=True)
+        sys.exit(code)
     if sample_length > 0:
         model = api.load(result.out, device="cpu")
         click.echo("--- sample ---")
-        click.echo(model.generate("", length=sample_length, temperature=0.8, seed=1))
-        click.echo(f"--- sample more with: charrnn sample {result.out} --prime \"ROMEO:\" "
-                   "--length 500")
+        click.echo(model.generate(result.prime_hint, length=sample_length, temperature=0.8,
+                                  seed=1))
+        click.echo(f"--- sample more with: {_sample_command(result)}")
 
 
-def _train_config(out: Path, preset_name: str, resume: bool, options: dict) -> TrainConfig:
-    """The preset (or, with --resume, the saved settings) with the options given on top."""
-    given = {k: v for k, v in options.items() if v is not None}
-    if resume:
-        changed = [k for k in MODEL_OPTIONS if k in given]
-        if changed:
-            raise CharRNNError(f"--resume keeps the model's shape: drop --{changed[0].replace('_', '-')}")
-        config = saved_config(out) if (out / "last").exists() else TrainConfig()
-    else:
-        if preset_name == "auto":
-            preset_name = "gpu-3m" if resolve_device(given.get("device", "auto")).type == "cuda" \
-                else "cpu-10m"
-        config = preset(preset_name)
-    for key in MODEL_OPTIONS:
-        if key in given:
-            setattr(config.model, key, given[key])
-    for key in TRAIN_OPTIONS:
-        if key in given:
-            setattr(config, key, given[key])
-    if resume and ("steps" in given or "epochs" in given):
-        config.time_limit = None   # new limits replace the saved ones (--time-limit is applied after)
-    return config
+STOPPED = {"steps": "the step limit", "epochs": "the epoch limit", "time": "the time limit",
+           "callback": "the callback"}
+
+
+def _summary(result) -> str:
+    why = f"stopped by {STOPPED.get(result.stopped_by, result.stopped_by)}" + \
+        (f" ({result.limit})" if result.stopped_by in ("steps", "epochs", "time") else "")
+    if result.val_loss == result.val_loss:      # not nan: there was an evaluation
+        return (f"step {result.step}: val loss {result.val_loss:.4f} nats/char, "
+                f"{result.val_bpc:.4f} bits/char (best {result.best_val_loss:.4f}) after "
+                f"{result.elapsed:.0f}s, {why}; model in {result.out}")
+    return (f"step {result.step} after {result.elapsed:.0f}s, {why}, before the first "
+            f"validation; model in {result.out}")
+
+
+def _launcher(world_size: int) -> str:
+    """How this command was started, for the commands it prints: torchrun, make or charrnn."""
+    if world_size > 1:
+        return f"torchrun --nproc-per-node={world_size} -m charrnn"
+    found = shutil.which("charrnn")
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if found and os.path.realpath(found) == os.path.realpath(script):
+        return "charrnn"
+    if os.path.basename(script) == "charrnn" and os.path.isfile(script):
+        return _short_path(script)           # the venv's command, e.g. .venv/bin/charrnn
+    return f"{_short_path(sys.executable)} -m charrnn"
+
+
+def _short_path(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def _sample_command(result) -> str:
+    prime = shlex.quote(result.prime_hint)
+    if os.environ.get("MAKELEVEL"):        # started by `make train`
+        name = os.path.basename(os.path.normpath(str(result.out)))
+        return f"make sample NAME={name} PRIME={prime}"
+    return f"{_launcher(1)} sample {result.out} --prime {prime} --length 500"
 
 
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--prime", default="", help="Text to start from.")
-@click.option("--length", type=int, default=500, show_default=True, help="Characters to generate.")
-@click.option("--temperature", type=float, default=1.0, show_default=True)
-@click.option("--top-k", type=int, help="Sample only from the k most likely characters.")
-@click.option("--top-p", type=float, help="Sample from the smallest set with this probability.")
-@click.option("--greedy", is_flag=True, help="Always take the most likely character.")
-@click.option("--seed", type=int, help="Same seed, same text.")
-@click.option("--num-samples", type=int, default=1, show_default=True,
-              help="Samples generated together as one batch.")
-@click.option("--stop", help="End a sample when it produces this string.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
-              show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="bf16: faster, from bf16 weights (logits within a few hundredths of fp32's).")
-def sample(checkpoint, prime, length, temperature, top_k, top_p, greedy, seed, num_samples, stop,
-           device, precision):
+@declared_options(api.SampleConfig, defaults=True)
+@declared_options(api.TrainConfig, only=("device",), device="cpu")
+def sample(checkpoint, prime, device, **options):
     """Generate text from the model in CHECKPOINT (a run folder or a checkpoint folder)."""
-    prime, stop = _arg_text(prime), _arg_text(stop)
+    options["stop"] = _arg_text(options["stop"])
+    prime, config = _arg_text(prime), api.SampleConfig(**options).validate()
     model = api.load(checkpoint, device=device)
     out = sys.stdout
-    if num_samples == 1:
-        started = []
-
-        def stream(_, text):
-            if not started:         # the prime goes out once generation has begun without error
-                out.write(prime)
-                started.append(True)
-            out.write(text)
-            out.flush()
-
-        model.generate(prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                       greedy=greedy, seed=seed, stop=stop, on_text=stream, precision=precision)
-        out.write(("" if started else prime) + "\n")
-    else:
-        texts = model.generate(prime, length=length, temperature=temperature, top_k=top_k,
-                               top_p=top_p, greedy=greedy, seed=seed, n=num_samples, stop=stop,
-                               precision=precision)
-        for i, text in enumerate(texts):
+    if config.num_samples > 1:
+        for i, text in enumerate(model.generate(prime, config)):
             out.write(f"--- sample {i + 1} ---\n{text}\n")
+        out.flush()
+        return
+    started = []
+
+    def stream(_, text):
+        if not started:         # the prime goes out once generation has begun without error
+            out.write(prime)
+            started.append(True)
+        out.write(text)
+        out.flush()
+
+    model.generate(prime, config, on_text=stream)
+    out.write(("" if started else prime) + "\n")
     out.flush()
 
 
 @main.command(name="eval")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("textfile", type=click.Path())
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
-def evaluate(checkpoint, textfile, device):
-    """Loss and bits per character of the model in CHECKPOINT on TEXTFILE."""
+@declared_options(api.TrainConfig, only=("device", "encoding", "errors"), device="auto")
+def evaluate(checkpoint, textfile, device, encoding, errors):
+    """Loss and bits per character of the model in CHECKPOINT on TEXTFILE, read with the
+    model's training encoding unless --encoding/--errors say otherwise."""
     model = api.load(checkpoint, device=device)
-    text = "".join(chunk.text for chunk in Corpus(textfile).chunks())
-    unknown = model.tokenizer.unknown_chars(text)
-    if unknown:
-        click.echo(f"note: {len(unknown)} characters of the text are not in the model's "
-                   "vocabulary and count as <unk>", err=True)
-    loss, bpc = model.evaluate(text)
-    click.echo(f"loss {loss:.4f} nats/char, {bpc:.4f} bits/char over {len(text)} characters")
+    result = model.evaluate_file(textfile, encoding, errors)
+    if result.unknown_chars:
+        click.echo(f"note: {len(result.unknown_chars)} distinct characters of the text are not "
+                   "in the model's vocabulary and count as <unk>", err=True)
+    click.echo(f"loss {result.loss:.4f} nats/char, {result.bpc:.4f} bits/char over "
+               f"{result.num_chars} characters")
 
 
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 def info(checkpoint):
     """The configuration and metrics stored in CHECKPOINT."""
-    folder = find_checkpoint(checkpoint)
-    config = read_config(folder)
+    folder, config = api.checkpoint_info(checkpoint)
     click.echo(f"checkpoint: {folder}")
     click.echo(json.dumps(config, indent=2))

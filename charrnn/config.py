@@ -1,93 +1,107 @@
-"""Typed configuration shared by the CLI, the Python API and the checkpoint's config.json."""
+"""Typed configuration shared by the CLI, the Python API and the checkpoint's config.json.
+
+Every option is declared once, here, with its help text and range (charrnn/options.py); the
+CLI's flags, the range checks and the tests are generated from these declarations.
+"""
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
+from . import options
 from .errors import CharRNNError
+from .options import option
 
 CELLS = ("rnn", "gru", "lstm")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+SEED_MAX = 2**63 - 1
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1h30m', '45' (seconds) -> seconds (float). Raises CharRNNError."""
+    text = str(text).strip().lower()
+    parts = _DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise CharRNNError(f"cannot read time {text!r}: use e.g. 90s, 10m, 1h30m")
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1, "": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise CharRNNError(f"time must be > 0, got {text!r}")
+    return seconds
 
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 0          # filled in from the tokenizer
-    cell: str = "lstm"
-    layers: int = 2
-    hidden_size: int = 512
-    embed_size: int = 64
-    dropout: float = 0.0         # between recurrent layers and before the output layer
+    """The network's shape: embedding [vocab, embed_size] -> ``layers`` recurrent layers of
+    ``hidden_size`` units -> linear [hidden_size, vocab]. Fixed for the life of a run."""
+    vocab_size: int = option(0, "Characters in the vocabulary, <unk> included (from the "
+                             "tokenizer).", low=0, cli=False, on_resume=False)
+    cell: str = option("lstm", "Recurrent cell.", choices=CELLS, on_resume=False)
+    layers: int = option(2, "Stacked recurrent layers.", low=1, high=64, on_resume=False)
+    hidden_size: int = option(512, "Units per recurrent layer.", low=1, high=1 << 20,
+                              on_resume=False)
+    embed_size: int = option(64, "Size of the character embedding.", low=1, high=1 << 20,
+                             on_resume=False)
+    dropout: float = option(0.0, "Dropout between recurrent layers and before the output "
+                            "layer.", low=0, high=1, high_open=True, on_resume=False)
 
     def validate(self) -> "ModelConfig":
-        if self.cell not in CELLS:
-            raise CharRNNError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
-        for name in ("layers", "hidden_size", "embed_size"):
-            _require_positive(name, getattr(self, name))
-        if not 0.0 <= self.dropout < 1.0:
-            raise CharRNNError(f"dropout must be in [0, 1), got {self.dropout}")
+        """Raises OptionError (a CharRNNError) for a value outside its range."""
+        options.check(self)
         return self
 
 
 @dataclass
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    out: Optional[str] = None            # default: checkpoints/<corpus name>
-    batch_size: int = 64                 # contiguous streams per step (per process)
-    seq_len: int = 128                   # truncated-BPTT chunk length
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1            # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    beta1: float = 0.9                   # AdamW's moment decay rates
-    beta2: float = 0.99
-    clip: float = 1.0                    # global gradient-norm clip; 0 disables
-    steps: Optional[int] = None
-    epochs: Optional[float] = None
-    time_limit: Optional[float] = None   # seconds
-    eval_interval: int = 250             # steps between validations
-    val_fraction: float = 0.1
-    device: str = "auto"
-    precision: str = "auto"              # auto: bf16 on CUDA and on CPUs with native bf16
-    seed: int = 1337
-    cache_dir: str = "data/cache"
-    overwrite: bool = False
-    resume: bool = False
-    progress: bool = True                # tqdm bar
-    encoding: str = "utf-8"
-    errors: str = "strict"               # 'replace' turns undecodable bytes into U+FFFD
+    """Everything a training run needs besides the corpus; saved in config.json as ``train``."""
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    out: Optional[str] = option(None, "Run folder (default: checkpoints/<corpus name>).")
+    batch_size: int = option(64, "Contiguous streams per step (per process).", low=1,
+                             high=1 << 20)
+    seq_len: int = option(128, "Truncated-BPTT length: characters per chunk.", low=1,
+                          high=1 << 20)
+    lr: float = option(3e-3, "Peak learning rate.", low=0, low_open=True)
+    min_lr_ratio: float = option(0.1, "Cosine decay ends at lr * this.", low=0, high=1)
+    warmup_steps: int = option(50, "Steps of linear warmup.", low=0)
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and embeddings).",
+                                 low=0)
+    beta1: float = option(0.9, "AdamW's first-moment decay rate.", low=0, high=1,
+                          high_open=True)
+    beta2: float = option(0.99, "AdamW's second-moment decay rate.", low=0, high=1,
+                          high_open=True)
+    grad_clip: float = option(1.0, "Gradient-norm clip (0: off).", low=0, aliases=("clip",))
+    steps: Optional[int] = option(None, "Stop after this many steps.", low=1)
+    epochs: Optional[float] = option(None, "Stop after this many passes over the text.",
+                                     low=0, low_open=True)
+    time_limit: Optional[float] = option(None, "Stop after this long, e.g. 90s, 10m, 1h.",
+                                         low=0, low_open=True, parse=parse_duration,
+                                         metavar="DURATION")
+    eval_interval: int = option(250, "Steps between validations.", low=1)
+    val_fraction: float = option(0.1, "Share of the text (at its end) for validation.",
+                                 low=0, high=1, low_open=True, high_open=True,
+                                 on_resume=False)
+    device: str = option("auto", "auto: CUDA when present, else the CPU.", choices=DEVICES)
+    precision: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16, "
+                            "else fp32.", choices=("auto", "fp32", "bf16"))
+    seed: int = option(1337, "Seed of the weights, dropout and data order.", low=0,
+                       high=SEED_MAX)
+    cache_dir: str = option("data/cache", "Where token ids are cached.")
+    overwrite: bool = option(False, "Replace the model already in --out.")
+    resume: bool = option(False, "Continue the run in --out from its last checkpoint.")
+    progress: bool = option(True, "Show a progress bar.")
+    encoding: str = option("utf-8", "Text encoding of the corpus.", on_resume=False)
+    errors: str = option("strict", "replace: undecodable bytes become U+FFFD instead of an "
+                         "error.", choices=("strict", "replace"), on_resume=False)
 
     def validate(self) -> "TrainConfig":
+        """Check every option (OptionError names the one out of range); a run with no limit
+        at all trains for one epoch."""
         self.model.validate()
-        for name in ("batch_size", "seq_len", "eval_interval"):
-            _require_positive(name, getattr(self, name))
-        if self.lr <= 0:
-            raise CharRNNError(f"lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise CharRNNError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip < 0:
-            raise CharRNNError("warmup_steps, weight_decay and clip must be >= 0")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise CharRNNError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.steps is not None:
-            _require_positive("steps", self.steps)
-        if self.epochs is not None and self.epochs <= 0:
-            raise CharRNNError(f"epochs must be > 0, got {self.epochs}")
-        if self.time_limit is not None and self.time_limit <= 0:
-            raise CharRNNError(f"time limit must be > 0, got {self.time_limit}")
+        options.check(self)
         if self.steps is None and self.epochs is None and self.time_limit is None:
-            self.epochs = 1.0    # a run with no limit at all trains for one epoch
-        if not 0.0 < self.val_fraction < 1.0:
-            raise CharRNNError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.device not in DEVICES:
-            raise CharRNNError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise CharRNNError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.errors not in ("strict", "replace"):
-            raise CharRNNError(f"errors must be 'strict' or 'replace', got {self.errors!r}")
+            self.epochs = 1.0
         return self
 
     def to_dict(self) -> dict:
@@ -95,9 +109,40 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """From a saved dict; unknown keys are dropped, older names read as today's."""
         data = dict(data)
-        model = ModelConfig(**_known(ModelConfig, data.pop("model", {})))
+        model = ModelConfig(**_known(ModelConfig, data.pop("model", None) or {}))
         return cls(model=model, **_known(cls, data))
+
+
+@dataclass
+class SampleConfig:
+    """How to sample: ``num_samples`` texts of ``prime`` + ``length`` characters."""
+    length: int = option(500, "Characters to generate.", low=0, high=10**9)
+    temperature: float = option(1.0, "Divide the logits by this (below 1: safer text; near 0: "
+                                "greedy).", low=0, low_open=True)
+    top_k: Optional[int] = option(None, "Sample only from the k most likely characters.",
+                                  low=1)
+    top_p: Optional[float] = option(None, "Sample from the smallest set of characters with "
+                                    "this much probability.", low=0, high=1, low_open=True)
+    greedy: bool = option(False, "Always take the most likely character.")
+    seed: Optional[int] = option(None, "Same seed, same text (sample i of a batch has its own "
+                                 "generator, from the seed and i).", low=0, high=SEED_MAX)
+    num_samples: int = option(1, "Samples generated together as one batch.", low=1,
+                              high=1 << 16, aliases=("n",))
+    stop: Optional[str] = option(None, "End a sample when it produces this text.")
+    precision: str = option("fp32", "Of the sampling step's weights. bf16: half the memory "
+                            "read per step (faster on CPUs with native bf16 and on CUDA).",
+                            choices=("fp32", "bf16"))
+
+    def validate(self) -> "SampleConfig":
+        options.check(self)
+        if self.stop == "":
+            raise CharRNNError("stop must not be empty")
+        return self
+
+
+SampleOptions = SampleConfig     # the name before 0.2
 
 
 # Presets are named for the budget and the device they were tuned on (see bench/RESULTS.md).
@@ -122,32 +167,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str) -> TrainConfig:
-    """A TrainConfig filled from the named preset."""
+    """A TrainConfig filled from the named preset. Raises CharRNNError for an unknown name."""
     if name not in PRESETS:
         raise CharRNNError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     return TrainConfig.from_dict(PRESETS[name])
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '10m', '1h30m', '45' (seconds) -> seconds."""
-    text = str(text).strip().lower()
-    parts = _DURATION.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise CharRNNError(f"cannot read time {text!r}: use e.g. 90s, 10m, 1h30m")
-    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1, "": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise CharRNNError(f"time must be > 0, got {text!r}")
-    return seconds
-
-
-def _require_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise CharRNNError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _known(cls, data: dict) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names and k != "model"}
+    """The keys of ``data`` that ``cls`` declares, older names (aliases) renamed."""
+    renames = {alias: item.name for item in options.declared(cls) for alias in item.spec.aliases}
+    names = {f.name for f in dataclasses.fields(cls)} - {"model"}
+    result = {}
+    for key, value in data.items():
+        key = renames.get(key, key)
+        if key in names:
+            result[key] = value
+    return result

@@ -1,7 +1,7 @@
 """Stage 1 of the data path: where the text comes from.
 
 A corpus spec is a file, a folder (its files, sorted, recursively), a glob, or a Hugging Face
-dataset written ``hf:NAME[:CONFIG][/SPLIT]``. A Corpus yields its text in chunks, so that a
+dataset written ``hf:NAME[:CONFIG][/SPLIT]``. A Corpus yields its text in blocks, so that a
 corpus larger than memory can be scanned and encoded in a streaming pass.
 """
 from __future__ import annotations
@@ -15,18 +15,18 @@ from typing import Iterator, Optional
 
 from .errors import CharRNNError
 
-CHUNK_BYTES = 8 << 20
+BLOCK_BYTES = 8 << 20
 _SPLIT = re.compile(r"^(train|training|validation|valid|val|test|dev)(\[.*\])?$|.*\[.*\]$")
 
 
 @dataclass
-class Chunk:
+class Block:
     raw: bytes      # the bytes as stored, for the content hash
     text: str
 
 
 class Corpus:
-    """Text from files or a Hugging Face dataset, read in chunks of about CHUNK_BYTES."""
+    """Text from files or a Hugging Face dataset, read in blocks of about BLOCK_BYTES."""
 
     def __init__(self, spec: str, encoding: str = "utf-8", errors: str = "strict"):
         self.spec = str(spec)
@@ -55,20 +55,20 @@ class Corpus:
             return path.stem or "corpus"
         return Path(self.files[0]).parent.resolve().name or "corpus"
 
-    def chunks(self) -> Iterator[Chunk]:
+    def blocks(self) -> Iterator[Block]:
         if self.hf:
-            yield from _hf_chunks(*self.hf)
+            yield from _hf_blocks(*self.hf)
             return
         for path in self.files:
-            yield from self._file_chunks(path)
+            yield from self._file_blocks(path)
 
-    def _file_chunks(self, path: Path) -> Iterator[Chunk]:
+    def _file_blocks(self, path: Path) -> Iterator[Block]:
         decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
         offset = 0
         try:
             with open(path, "rb") as handle:
                 while True:
-                    raw = handle.read(CHUNK_BYTES)
+                    raw = handle.read(BLOCK_BYTES)
                     if offset == 0 and b"\x00" in raw[:65536] and "16" not in self.encoding \
                             and "32" not in self.encoding:
                         raise CharRNNError(f"{path} looks like a binary file (it holds NUL bytes), "
@@ -83,7 +83,7 @@ class Corpus:
                             f"pass --encoding to name its encoding or --errors replace") from None
                     offset += len(raw)
                     if text or raw:
-                        yield Chunk(raw, text)
+                        yield Block(raw, text)
                     if not raw:
                         return
         except OSError as err:
@@ -123,7 +123,7 @@ def parse_hf_spec(spec: str) -> tuple[str, Optional[str], str]:
     return name, config or None, split
 
 
-def _hf_chunks(name: str, config: Optional[str], split: str) -> Iterator[Chunk]:
+def _hf_blocks(name: str, config: Optional[str], split: str) -> Iterator[Block]:
     import datasets  # imported here: it is slow to import and only this path needs it
 
     try:
@@ -137,7 +137,7 @@ def _hf_chunks(name: str, config: Optional[str], split: str) -> Iterator[Chunk]:
         rows = [row for row in batch[column] if row]
         if rows:
             text = "\n".join(rows) + "\n"
-            yield Chunk(text.encode("utf-8", "surrogatepass"), text)
+            yield Block(text.encode("utf-8", "surrogatepass"), text)
 
 
 def _text_column(dataset, name: str) -> str:

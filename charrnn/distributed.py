@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import CharRNNError
+from .model import Hidden, hidden_from_parts, hidden_parts
 
 T = TypeVar("T")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -99,6 +100,48 @@ class Context:
         if errors:
             raise CharRNNError(errors[0])
         return result
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The module to train through: DistributedDataParallel (which averages gradients, so
+        the mean loss over each process's rows gives the global batch's gradient) or ``model``
+        itself. Evaluation and checkpoints use the plain module (no "module." prefix)."""
+        if not self.enabled:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def agree_stop(self, reason: Optional[str], own_signal: Optional[str],
+                   elapsed: float) -> tuple[Optional[str], float]:
+        """One stop decision and one clock for all processes: rank 0's reason (limits,
+        callback) or a signal any process received; rank 0's elapsed seconds."""
+        if not self.enabled:
+            return reason, elapsed
+        mine = reason if self.is_main else own_signal
+        flag, elapsed = self.agree([1.0 if mine else 0.0, elapsed if self.is_main else 0.0])
+        if not flag:
+            return None, elapsed
+        return next(r for r in self.gather(mine) if r), elapsed
+
+    def gather_rows(self, hidden: Optional[Hidden]) -> Optional[Hidden]:
+        """Every process's hidden rows concatenated in rank order (the single-process layout),
+        on the CPU; the state itself outside torchrun."""
+        if not self.enabled or hidden is None:
+            return hidden
+        parts = [p.detach().cpu() for p in hidden_parts(hidden)]
+        gathered = self.gather(parts)
+        return hidden_from_parts([torch.cat([g[i] for g in gathered], dim=1)
+                                  for i in range(len(parts))])
+
+    def own_rows(self, hidden: Optional[Hidden], batch_size: int) -> Optional[Hidden]:
+        """This process's ``batch_size`` rows of a state saved in the single-process layout;
+        None when its row count is not ``batch_size * world_size``."""
+        if hidden is None:
+            return None
+        parts = hidden_parts(hidden)
+        if parts[0].shape[1] != batch_size * self.world_size:
+            return None
+        rows = slice(self.rank * batch_size, (self.rank + 1) * batch_size)
+        return hidden_from_parts([p[:, rows].contiguous() for p in parts])
 
     def close(self) -> None:
         """Leave the process group, if setup() created it."""

@@ -3,11 +3,16 @@
 For the plain ``rnn`` cell every layer computes, with the same weights at every time step,
     h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
 and the output layer y_t = W_hy h_t + b_y. Training uses torch's fused nn.RNN/GRU/LSTM (cuDNN on
-CUDA); sampling uses a one-step version built from the same weights (charrnn/sampler.py).
+CUDA). ``CharRNN.step`` writes one time step out gate by gate, from the same weights: the
+readable reference; sampling runs charrnn/fast_step.py's optimised version of it.
+
+The hidden state is nn.RNN/GRU/LSTM's: a tensor [layers, batch, hidden] (rnn, gru) or a pair
+(h, c) of them (lstm). The helpers at the end of this module are the only code that looks
+inside it.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -42,18 +47,115 @@ class CharRNN(nn.Module):
 
     def forward(self, ids: torch.Tensor, hidden: Optional[Hidden] = None
                 ) -> tuple[torch.Tensor, Hidden]:
-        """ids [batch, time] -> logits [batch, time, vocab], hidden state after the last step."""
+        """ids [batch, time] int64 -> logits [batch, time, vocab] (float), hidden state after
+        the last step. ``hidden=None`` starts from zeros."""
         outputs, hidden = self.rnn(self.embed(ids), hidden)
         return self.head(self.drop(outputs)), hidden
+
+    def init_hidden(self, batch: int, device: Optional[torch.device] = None) -> Hidden:
+        """The zero state for ``batch`` streams, on the model's device unless given."""
+        config = self.config
+        device = device if device is not None else self.head.weight.device
+        zeros = torch.zeros(config.layers, batch, config.hidden_size, device=device)
+        return (zeros, zeros.clone()) if config.cell == "lstm" else zeros
+
+    def step(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
+        """One time step, written out: the reference that the fast sampler is tested against.
+
+        ids [batch] int64; hidden as ``forward`` returns it ([layers, batch, hidden], or a pair
+        (h, c) of them for lstm) in the weights' dtype (float32 unless the model was converted).
+        Returns logits [batch, vocab] and the next hidden state, same layout and dtype. Equal
+        to ``forward(ids[:, None], hidden)`` (to rounding) in eval mode: dropout is never
+        applied. The embedding row of each id goes through every layer's nn.RNN / nn.GRU /
+        nn.LSTM equations (as torch documents them), on this model's own weights
+        (``layer_weights``), then through ``head``. Slow (plain products); for sampling use
+        charrnn.fast_step.FastStep. Raises IndexError for an id outside [0, vocab) and
+        ValueError for a hidden state of another layout or shape.
+        """
+        cell, parts = self.config.cell, hidden_parts(hidden)
+        self._check_hidden(parts, len(ids))
+        x, new_parts = self.embed(ids), [[] for _ in parts]
+        for layer in range(self.config.layers):
+            w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)
+            from_input, from_state = x @ w_ih.T + b_ih, parts[0][layer] @ w_hh.T + b_hh
+            if cell == "rnn":
+                x = torch.tanh(from_input + from_state)
+            elif cell == "gru":
+                x = _gru_cell(from_input, from_state, parts[0][layer])
+            else:
+                x, c = _lstm_cell(from_input + from_state, parts[1][layer])
+                new_parts[1].append(c)
+            new_parts[0].append(x)
+        logits = self.head(x)
+        return logits, hidden_from_parts([torch.stack(p) for p in new_parts])
+
+    def _check_hidden(self, parts: list[torch.Tensor], batch: int) -> None:
+        config = self.config
+        shape = (config.layers, batch, config.hidden_size)
+        if len(parts) != (2 if config.cell == "lstm" else 1) or \
+                any(tuple(part.shape) != shape for part in parts):
+            kind = "a pair (h, c) of tensors" if config.cell == "lstm" else "a tensor"
+            raise ValueError(f"the {config.cell} hidden state must be {kind} of shape {shape}, "
+                             f"got {[tuple(part.shape) for part in parts]}")
+
+    def layer_weights(self, layer: int) -> tuple[torch.Tensor, ...]:
+        """(weight_ih [gates*hidden, in], weight_hh [gates*hidden, hidden], bias_ih, bias_hh
+        [gates*hidden]) of recurrent layer ``layer``, gates in torch's order (lstm: i, f, g, o;
+        gru: r, z, n; rnn: one). ``in`` is embed_size for layer 0, else hidden_size. Raises
+        AttributeError for a layer the model does not have."""
+        return tuple(getattr(self.rnn, f"{name}_l{layer}")
+                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-def detach(hidden: Optional[Hidden]) -> Optional[Hidden]:
-    """Cut the graph at a chunk edge (truncated BPTT) while keeping the state's values."""
+def _gru_cell(from_input: torch.Tensor, from_state: torch.Tensor, h: torch.Tensor
+              ) -> torch.Tensor:
+    """nn.GRU's update: r = sigmoid(..), z = sigmoid(..), n = tanh(W_in x + b_in + r * (W_hn h +
+    b_hn)), h' = (1 - z) * n + z * h. Inputs [batch, 3*hidden] (r, z, n) and h [batch, hidden]."""
+    r_x, z_x, n_x = from_input.chunk(3, 1)
+    r_h, z_h, n_h = from_state.chunk(3, 1)
+    reset, update = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+    candidate = torch.tanh(n_x + reset * n_h)
+    return (1 - update) * candidate + update * h
+
+
+def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTM's update from the summed pre-activations [batch, 4*hidden] (i, f, g, o):
+    c' = sigmoid(f) * c + sigmoid(i) * tanh(g), h' = sigmoid(o) * tanh(c'). Returns (h', c')."""
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+# The hidden-state helpers: every tuple-vs-tensor decision lives here.
+
+def map_hidden(hidden: Optional[Hidden], fn: Callable[[torch.Tensor], torch.Tensor]
+               ) -> Optional[Hidden]:
+    """``fn`` applied to every tensor of the state (None stays None)."""
     if hidden is None:
         return None
     if isinstance(hidden, tuple):
-        return tuple(h.detach() for h in hidden)
-    return hidden.detach()
+        return tuple(fn(h) for h in hidden)
+    return fn(hidden)
+
+
+def detach(hidden: Optional[Hidden]) -> Optional[Hidden]:
+    """Cut the graph at a chunk edge (truncated BPTT) while keeping the state's values."""
+    return map_hidden(hidden, lambda h: h.detach())
+
+
+def hidden_parts(hidden: Hidden) -> list[torch.Tensor]:
+    """The state as a list of tensors [layers, batch, hidden]: [h] or [h, c]."""
+    return list(hidden) if isinstance(hidden, tuple) else [hidden]
+
+
+def hidden_from_parts(parts: Sequence[torch.Tensor]) -> Hidden:
+    """The inverse of ``hidden_parts``."""
+    return tuple(parts) if len(parts) == 2 else parts[0]
+
+
+def hidden_batch(hidden: Hidden) -> int:
+    """The number of streams (rows) the state holds."""
+    return hidden_parts(hidden)[0].shape[1]

@@ -1,5 +1,10 @@
+import math
 import subprocess
 import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
 
 import charrnn
 from conftest import tiny_config
@@ -10,8 +15,14 @@ def test_train_returns_a_loaded_model_that_generates_and_evaluates(corpus, tmp_p
     assert model.result.step == 20
     text = model.generate("the", length=50, temperature=0.8, seed=1)
     assert text.startswith("the") and len(text) == 53
-    loss, bpc = model.evaluate(corpus.read_text(encoding="utf-8")[:2000])
-    assert 0 < loss < 5 and abs(bpc * 0.6931 - loss) < 1e-3
+    text = corpus.read_text(encoding="utf-8")[:2000]
+    loss, bpc = model.evaluate(text, seq_len=len(text) - 1)    # one stream, one chunk
+    ids = torch.as_tensor(model.tokenizer.encode(text).astype("int64"))
+    with torch.no_grad():
+        logits, _ = model.net(ids[None, :-1])
+    assert loss == pytest.approx(F.cross_entropy(logits[0], ids[1:]).item(), rel=1e-5)
+    assert bpc == pytest.approx(loss / math.log(2))
+    assert loss < math.log(model.tokenizer.vocab_size)      # it learned something
 
 
 def test_the_readme_lines_work_in_a_new_interpreter(trained):

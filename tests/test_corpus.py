@@ -9,7 +9,7 @@ from charrnn.tokenizer import CharTokenizer
 
 
 def read(corpus):
-    return "".join(chunk.text for chunk in corpus.chunks())
+    return "".join(block.text for block in corpus.blocks())
 
 
 def test_folder_and_glob_read_files_in_sorted_order(tmp_path):
@@ -22,7 +22,7 @@ def test_folder_and_glob_read_files_in_sorted_order(tmp_path):
 
 
 def test_invalid_utf8_names_file_and_byte_offset(tmp_path, monkeypatch):
-    monkeypatch.setattr("charrnn.corpus.CHUNK_BYTES", 7)  # the bad byte lies past a chunk edge
+    monkeypatch.setattr("charrnn.corpus.BLOCK_BYTES", 7)  # the bad byte lies past a block edge
     path = tmp_path / "bad.txt"
     path.write_bytes("héllo wörld".encode() + b"\xff rest")
     with pytest.raises(CharRNNError, match=r"bad.txt is not valid utf-8 at byte 13"):

@@ -1,5 +1,6 @@
 """Two CPU processes under torchrun (gloo) train the same model as one process with the global batch."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -102,6 +103,6 @@ def test_cuda_training_reads_the_loss_every_few_steps(tmp_path):
     result = train_run(str(corpus), config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [30, 60]
-    assert all(0 < r["train_loss"] < 10 for r in records)
+    assert records[1]["train_loss"] < records[0]["train_loss"] < math.log(30)
     assert result.val_loss < records[0]["train_loss"]
     assert torch.backends.cudnn.benchmark

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from charrnn import CharRNN, ModelConfig
+from charrnn.model import hidden_from_parts, hidden_parts
 
 
 def test_vanilla_rnn_matches_the_seed_formula_by_hand():
@@ -49,3 +51,66 @@ def test_tiny_model_overfits_a_short_text():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.05
+
+
+def _model(cell, layers=2, vocab=11, hidden=16, embed=8, seed=0):
+    torch.manual_seed(seed)
+    return CharRNN(ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden_size=hidden,
+                               embed_size=embed)).eval()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_step_gives_forward_one_character_at_a_time(cell, layers, batch):
+    model = _model(cell, layers)
+    ids = torch.randint(0, 11, (batch, 15))
+    hidden = model.init_hidden(batch)
+    with torch.no_grad():
+        expected, expected_hidden = model(ids, hidden)
+        for t in range(ids.shape[1]):
+            logits, hidden = model.step(ids[:, t], hidden)
+            assert logits.shape == (batch, 11) and logits.dtype == torch.float32
+            assert (logits - expected[:, t]).abs().max() <= 1e-5
+    for part, expected_part in zip(hidden_parts(hidden), hidden_parts(expected_hidden)):
+        assert (part - expected_part).abs().max() <= 1e-5
+
+
+class _Step(torch.nn.Module):
+    """``model.step`` as a module's forward, for torch.func.functional_call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, hidden):
+        return self.model.step(ids, hidden)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_step_gradients_match_finite_differences(cell):
+    """torch-rnn's gradient check: step's analytic gradients (autograd through the written-out
+    gates) against central differences, in float64, for every weight and the incoming state."""
+    step = _Step(_model(cell, layers=2, vocab=5, hidden=3, embed=2).double())
+    names = [name for name, _ in step.named_parameters()]
+    weights = [p.detach().clone().requires_grad_() for p in step.parameters()]
+    ids = torch.tensor([1, 4])
+    state = [torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
+             for _ in hidden_parts(step.model.init_hidden(2))]
+
+    def outputs(*inputs):
+        params = dict(zip(names, inputs[:len(names)]))
+        hidden = hidden_from_parts(list(inputs[len(names):]))
+        logits, hidden = torch.func.functional_call(step, params, (ids, hidden))
+        return (logits, *hidden_parts(hidden))
+
+    assert torch.autograd.gradcheck(outputs, (*weights, *state))
+
+
+def test_step_rejects_a_hidden_state_of_another_shape():
+    model = _model("lstm", layers=2)
+    with pytest.raises(ValueError, match=r"lstm hidden state must be a pair \(h, c\) of tensors "
+                                         r"of shape \(2, 1, 16\), got \[\(2, 3, 16\)"):
+        model.step(torch.tensor([1]), model.init_hidden(3))
+    with pytest.raises(ValueError, match=r"gru hidden state must be a tensor"):
+        _model("gru").step(torch.tensor([1]), model.init_hidden(1))

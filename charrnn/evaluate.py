@@ -1,0 +1,44 @@
+"""Validation: the mean loss of predicting every next character of a text, in nats and bits.
+
+The text is cut into contiguous streams (charrnn/streams.py) and read chunk by chunk with the
+hidden state carried, as in training, so every character but the first is predicted with the
+context of all that came before it in its stream.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .device import autocast
+from .model import CharRNN
+from .streams import Streams
+
+LN2 = math.log(2)   # nats per bit: bits per character = loss / LN2
+
+
+def eval_streams(ids: np.ndarray, seq_len: int, what: str = "text", most: int = 64) -> Streams:
+    """As many streams as the text fills with at least one chunk each, at most ``most``.
+    Raises CharRNNError when ``ids`` is shorter than one chunk plus one."""
+    batch = max(1, min(most, (len(ids) - 1) // seq_len))
+    return Streams(ids, batch, seq_len, what=what)
+
+
+@torch.inference_mode()
+def evaluate(model: CharRNN, streams: Streams, device: torch.device,
+             precision: str = "fp32") -> float:
+    """Mean cross-entropy in nats per character over every chunk (the short last one too),
+    hidden state carried across chunks; leaves the model in eval mode."""
+    model.eval()
+    hidden, total, count = None, torch.zeros((), device=device, dtype=torch.float64), 0
+    for i in range(streams.num_chunks_with_tail):
+        inputs, targets = streams.chunk(i)
+        inputs, targets = inputs.to(device), targets.to(device)
+        with autocast(device, precision):
+            logits, hidden = model(inputs, hidden)
+        total += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                 reduction="sum").double()
+        count += targets.numel()
+    return float(total) / count

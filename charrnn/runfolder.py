@@ -1,0 +1,180 @@
+"""A training run's folder and what an exact resume needs:
+
+    OUT/best/        the checkpoint with the lowest validation loss
+    OUT/last/        the latest checkpoint, with trainer_state.pt (see ``LoopState``)
+    OUT/metrics.jsonl  one JSON line per evaluation
+
+Only the writer process (rank 0 under torchrun) writes; on the others every write is a no-op,
+so the training loop reads the same with one process or many.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import files
+from .checkpoint import checkpoint_config, recover, save_checkpoint
+from .config import TrainConfig
+from .errors import CharRNNError
+from .model import CharRNN, Hidden, hidden_from_parts, hidden_parts
+from .tokenizer import CharTokenizer
+
+UNWRITABLE = "free disk space or make the folder writable, then --resume"
+
+
+@dataclass
+class LoopState:
+    """Everything beyond model and optimizer that an exact resume needs; saved in
+    trainer_state.pt as ``loop`` (every field but ``hidden``, which is saved as tensors)."""
+    step: int = 0                   # optimizer steps taken
+    next_chunk: int = 0             # index of the next chunk of the current epoch
+    epoch: int = 0
+    elapsed: float = 0.0            # training seconds so far, over all resumed sessions
+    best_val_loss: float = math.inf
+    val_loss: float = math.nan
+    loss_sum: float = 0.0           # training loss summed since the last evaluation
+    loss_count: int = 0
+    hidden: Optional[Hidden] = None
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "hidden"}
+
+    @classmethod
+    def from_dict(cls, loop: dict, hidden: Optional[Hidden] = None) -> "LoopState":
+        """From ``to_dict``'s output (charrnn 0.1.0 called ``next_chunk`` ``chunk``)."""
+        loop = {("next_chunk" if k == "chunk" else k): v for k, v in loop.items()}
+        hints = typing.get_type_hints(cls)
+        values = {f.name: hints[f.name](loop[f.name]) for f in dataclasses.fields(cls)
+                  if f.name in loop and f.name != "hidden"}
+        return cls(**values, hidden=hidden)
+
+
+def rng_state() -> dict:
+    """The CPU (and CUDA) random generators' states: dropout masks resume where they were."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def trainer_state(optimizer: torch.optim.Optimizer, state: LoopState,
+                  hidden: Optional[Hidden], rng_ranks: Optional[list] = None) -> dict:
+    """The contents of trainer_state.pt (tensors and plain containers only)."""
+    saved = {"optimizer": optimizer.state_dict(), "loop": state.to_dict(), "rng": rng_state()}
+    if hidden is not None:
+        saved["hidden"] = hidden_parts(hidden)
+    if rng_ranks is not None:
+        saved["rng_ranks"] = rng_ranks
+    return saved
+
+
+def resumed_state(saved: dict, device: torch.device) -> LoopState:
+    """The LoopState in a loaded trainer_state.pt, its hidden state on ``device``."""
+    hidden = saved.get("hidden")
+    if hidden is not None:
+        hidden = hidden_from_parts([h.to(device) for h in hidden])
+    return LoopState.from_dict(saved["loop"], hidden)
+
+
+class RunFolder:
+    """The run folder ``path``; ``writer`` is False on every process but the first."""
+
+    def __init__(self, path: Path, writer: bool = True):
+        self.path, self.writer = Path(path), writer
+
+    def check(self, config: TrainConfig) -> Optional[Path]:
+        """The checkpoint to resume from (or None). Recovers an interrupted save first.
+        Raises CharRNNError when --out is a file, when there is nothing to resume, or when
+        the folder holds another model and neither --resume nor --overwrite was given."""
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise CharRNNError(f"--out {out} is a file: give a folder")
+        if out.is_dir() and self.writer:
+            recover(out)
+        if config.resume:
+            if not (out / "last" / "config.json").exists():
+                raise CharRNNError(f"nothing to resume in {out}: it has no last checkpoint")
+            return out / "last"
+        if self.has_checkpoint and not config.overwrite:
+            raise CharRNNError(f"{out} already holds a model: pass --resume to continue it, "
+                               "--overwrite to replace it, or choose another --out")
+        return None
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return any((self.path / n / "config.json").exists() for n in ("best", "last"))
+
+    def start(self, overwrite: bool, resumed_step: Optional[int]) -> None:
+        """Make the folder; with --overwrite clear the old run; on resume drop the metrics
+        lines logged after the checkpoint (a run killed between logging and saving)."""
+        if not self.writer:
+            return
+        if overwrite and resumed_step is None:
+            for name in ("best", "last"):
+                shutil.rmtree(self.path / name, ignore_errors=True)
+            (self.path / "metrics.jsonl").unlink(missing_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CharRNNError(f"cannot make {self.path}: {err.strerror or err}; choose "
+                               "another --out") from None
+        if resumed_step is not None:
+            self._trim_metrics(resumed_step)
+
+    def log(self, record: dict) -> None:
+        """Append one evaluation's record to metrics.jsonl. Raises CharRNNError."""
+        if not self.writer:
+            return
+        path = self.path / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise CharRNNError(f"cannot write {path}: {err.strerror or err}; {UNWRITABLE}") \
+                from None
+
+    def save(self, name: str, model: CharRNN, tokenizer: CharTokenizer, config: TrainConfig,
+             metrics: dict, corpus: str, state: Optional[dict] = None) -> None:
+        """Write checkpoint ``name`` (best or last) atomically. Raises CharRNNError."""
+        if self.writer:
+            save_checkpoint(self.path / name, model, tokenizer,
+                            checkpoint_config(model, tokenizer, config, metrics, corpus), state)
+
+    def _trim_metrics(self, step: int) -> None:
+        path = self.path / "metrics.jsonl"
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except OSError:
+            return
+        keep = [line if line.endswith("\n") else line + "\n"
+                for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+        if keep == lines:
+            return
+        try:
+            with files.atomic_file(path) as tmp:
+                tmp.write_text("".join(keep), encoding="utf-8")
+        except OSError as err:
+            raise CharRNNError(f"cannot write {path}: {err.strerror or err}; {UNWRITABLE}") \
+                from None
+
+
+def _step_of(line: str) -> Optional[int]:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None           # a line cut short by a crash

@@ -1,0 +1,47 @@
+import math
+
+import pytest
+
+from charrnn.schedule import learning_rate, planned_steps, progress
+
+
+def test_warmup_rises_linearly_to_the_peak():
+    rates = [learning_rate(step, 0.0, peak=1.0, warmup_steps=10, min_ratio=0.1)
+             for step in range(12)]
+    assert rates[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert rates[9] == rates[10] == rates[11] == 1.0
+
+
+def test_cosine_decays_from_the_peak_to_the_floor():
+    assert learning_rate(100, 0.0, 2.0, 10, 0.1) == 2.0
+    assert learning_rate(100, 0.5, 2.0, 10, 0.1) == pytest.approx(2.0 * (0.1 + 0.9 * 0.5))
+    assert learning_rate(100, 1.0, 2.0, 10, 0.1) == pytest.approx(0.2)
+    rates = [learning_rate(100, d / 20, 2.0, 10, 0.1) for d in range(21)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_no_warmup_starts_at_the_peak():
+    assert learning_rate(0, 0.0, 3e-3, 0, 0.1) == 3e-3
+
+
+def test_progress_follows_steps_or_time_whichever_is_further():
+    assert progress(50, 10.0, 100, None) == 0.5
+    assert progress(50, 30.0, 100, 40.0) == 0.75
+    assert progress(90, 30.0, 100, 40.0) == 0.9
+    assert progress(5, 1.0, None, None) == 0.0
+
+
+def test_a_time_limited_run_reaches_the_floor_at_the_limit():
+    limit = 60.0
+    at_limit = learning_rate(1234, progress(1234, limit, None, limit), 1.0, 100, 0.1)
+    assert at_limit == pytest.approx(0.1)
+    beyond = progress(2000, 75.0, None, limit)
+    assert beyond == 1.0
+
+
+def test_planned_steps_is_the_smaller_bound():
+    assert planned_steps(None, None, 40) is None
+    assert planned_steps(100, None, 40) == 100
+    assert planned_steps(None, 2.5, 40) == 100
+    assert planned_steps(90, 2.5, 40) == 90
+    assert planned_steps(None, 0.01, 40) == math.ceil(0.4)
