@@ -17,6 +17,6 @@ setup(
         "numpy>=1.22",
         "safetensors>=0.4",
     ],
-    extras_require={"dev": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"dev": ["pytest>=7", "hypothesis>=6", "selenium>=4.20"]},
     entry_points={"console_scripts": ["charrnn=charrnn.cli:main"]},
 )

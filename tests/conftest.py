@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,35 @@ def trained(tmp_path_factory) -> Path:
     text = make_corpus(root / "corpus.txt")
     charrnn.train(str(text), tiny_config(root / "run", steps=40))
     return root / "run"
+
+
+# ---------------------------------------------------------------------------------------------
+# The one browser fixture every page test shares: Debian's headless Chromium driven through
+# Selenium and Debian's chromedriver (.ci/run installs both with apt-get when missing).
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium (selenium WebDriver), 1280x900, no network beyond 127.0.0.1.
+
+    Skips, saying why, where Chromium or chromedriver is missing (run `apt-get install
+    chromium chromium-driver`). Use ``browser.get(url)``, ``browser.execute_script(...)``,
+    ``browser.save_screenshot(path)``; ActionChains for hovering."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("no headless Chromium here: apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,900",
+                     "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"):
+        options.add_argument(argument)     # (the proxy that leads nowhere: no network)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
