@@ -22,10 +22,16 @@ SHARED = HERE.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
 def default_corpus() -> str:
-    for candidate in (SHARED, HERE.parent / "data" / "shakespeare.txt"):
-        if candidate.exists():
-            return str(candidate)
-    sys.exit("error: no corpus: pass --corpus (run `make data` for the default one)")
+    """tinyshakespeare (the README's figures), else the default corpus, saying so."""
+    if SHARED.exists():
+        return str(SHARED)
+    fallback = HERE.parent / "data" / "shakespeare.txt"
+    if fallback.exists():
+        print(f"note: no tinyshakespeare at {SHARED}; benchmarking {fallback} (a different, "
+              "5 MB corpus: its losses are not comparable with the README's table; pass "
+              "--corpus FILE to choose)", file=sys.stderr)
+        return str(fallback)
+    sys.exit("error: no corpus: pass --corpus FILE (or run `make data` for the default one)")
 
 
 def run_section(*args) -> dict:
@@ -155,11 +161,13 @@ def render(rows) -> str:
 
 
 def write_results(args, corpus, table, figures, seconds) -> None:
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    machine = (f"{cpu_model()} ({cpu_features()}), {os.cpu_count()} cores, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads, Python "
                f"{platform.python_version()}")
     commands = "\n".join(sorted({f["command"] for f in _walk(figures)}))
-    text = (f"# Benchmark results\n\nMachine: {machine}. Corpus: `{Path(corpus).name}`. "
+    size = Path(corpus).stat().st_size / 1e6
+    text = (f"# Benchmark results\n\nMachine: {machine}. Corpus: `{Path(corpus).name}` "
+            f"({size:.1f} MB). "
             f"Mode: {'quick' if args.quick else 'full'}. Wall time {seconds:.0f} s. "
             f"Date: {time.strftime('%Y-%m-%d %H:%M')}.\n\n{table}\n\n"
             f"Baselines: the plain loop in bench/baseline.py (val loss at 10 min: the measured "
@@ -178,6 +186,31 @@ def write_results(args, corpus, table, figures, seconds) -> None:
                                        "encode": figures["data"]["peak_rss_mb"]}}
     stored.write_text(json.dumps(everything, indent=1))
     print(f"\nwrote {args.results}")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> str:
+    """What decides the precision: native bf16 (AVX512-BF16, AMX) or not, and AVX512/AVX2."""
+    from charrnn.device import cpu_has_native_bf16
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((l for l in handle if l.startswith("flags")), "").split()
+    except OSError:
+        flags = []
+    vector = "AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    bf16 = "native bf16: bf16 autocast" if cpu_has_native_bf16() else "no native bf16: fp32"
+    return f"{vector}, {bf16}"
 
 
 def _walk(node):
