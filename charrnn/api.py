@@ -37,6 +37,7 @@ __all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_in
 
 @dataclass
 class Evaluation:
+    """What ``Model.evaluate_file`` measured."""
     loss: float          # nats per character
     bpc: float           # bits per character
     num_chars: int
@@ -51,6 +52,7 @@ class Model:
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are (cpu, cuda:N or mps)."""
         return next(self.net.parameters()).device
 
     def generate(self, prime: str = "", config: Optional[SampleConfig] = None,

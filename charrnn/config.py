@@ -105,6 +105,7 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready values (config.json's ``train``), the model's under ``model``."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -136,6 +137,7 @@ class SampleConfig:
                             choices=("fp32", "bf16"))
 
     def validate(self) -> "SampleConfig":
+        """Raises OptionError for a value out of range, CharRNNError for an empty stop."""
         options.check(self)
         if self.stop == "":
             raise CharRNNError("stop must not be empty")

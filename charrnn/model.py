@@ -24,6 +24,12 @@ RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
 class CharRNN(nn.Module):
+    """A character-level recurrent language model (Karpathy's char-rnn, in PyTorch).
+
+    Parameters: ``embed`` [vocab, embed_size], ``rnn`` (torch's nn.RNN/GRU/LSTM, weights
+    ``weight_ih_l{i}`` [gates * hidden, in], ``weight_hh_l{i}`` [gates * hidden, hidden]),
+    ``head`` [vocab, hidden]. Raises OptionError (a CharRNNError) for a bad ``config``."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config.validate()
@@ -107,6 +113,7 @@ class CharRNN(nn.Module):
                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
     def num_params(self) -> int:
+        """The number of weights (embedding, recurrent layers, output layer)."""
         return sum(p.numel() for p in self.parameters())
 
 

@@ -53,6 +53,7 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *,
 
 @dataclass(frozen=True)
 class Declared:
+    """One declared option as ``declared`` reports it."""
     name: str
     type: type                       # int, float, str or bool
     optional: bool                   # None is allowed
@@ -61,6 +62,7 @@ class Declared:
 
     @property
     def flag(self) -> str:
+        """Its command-line flag: ``top_p`` -> ``--top-p``."""
         return "--" + self.name.replace("_", "-")
 
 
@@ -85,6 +87,8 @@ def check(config) -> None:
 
 
 def check_value(item: Declared, value: Any) -> None:
+    """Raise ``OptionError`` unless ``value`` is of the option's type (finite, for numbers),
+    one of its choices, and within its bounds; None passes for an optional option."""
     spec, name = item.spec, item.name
     if value is None:
         if item.optional:

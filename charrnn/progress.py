@@ -60,6 +60,7 @@ class Speed:
         self.start, self.steps = time.monotonic(), 0
 
     def tick(self) -> float:
+        """Count one step; the latest speed in characters per second (0 in the first second)."""
         self.steps += 1
         now = time.monotonic()
         if now - self.start >= 1.0:
@@ -76,6 +77,7 @@ class Bar:
                         bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
 
     def show(self, done: float, step: int, loss: float, val_loss: float, speed: float) -> None:
+        """Redraw: ``done`` in [0, 1], losses in nats per character (shown in bits for val)."""
         self.bar.n = int(1000 * done)
         val_bpc = "-" if math.isnan(val_loss) else f"{val_loss / LN2:.3f}"
         self.bar.set_postfix_str(f"step {step} loss {loss:.3f} val bpc {val_bpc} "
@@ -83,4 +85,5 @@ class Bar:
         self.bar.update(0)
 
     def close(self) -> None:
+        """Leave the bar on the screen as it stands."""
         self.bar.close()

@@ -28,6 +28,7 @@ from .tokenizer import CharTokenizer
 
 @dataclass
 class Run:
+    """A training run, ready for the loop (charrnn/trainer.py)."""
     corpus: str
     config: TrainConfig
     device: torch.device

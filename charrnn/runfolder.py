@@ -45,6 +45,7 @@ class LoopState:
     hidden: Optional[Hidden] = None
 
     def to_dict(self) -> dict:
+        """Every field but ``hidden``, as plain numbers (for trainer_state.pt's ``loop``)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name != "hidden"}
 
@@ -67,6 +68,7 @@ def rng_state() -> dict:
 
 
 def restore_rng(state: dict) -> None:
+    """Put back the generators' states saved by ``rng_state``."""
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -117,6 +119,7 @@ class RunFolder:
 
     @property
     def has_checkpoint(self) -> bool:
+        """Whether the folder holds a best or last checkpoint."""
         return any((self.path / n / "config.json").exists() for n in ("best", "last"))
 
     def start(self, overwrite: bool, resumed_step: Optional[int]) -> None:

@@ -35,6 +35,7 @@ Callback = Callable[[int, dict], bool]
 
 @dataclass
 class TrainResult:
+    """The figures of a finished (or stopped) run."""
     out: Path
     step: int
     val_loss: float            # nats per character at the last evaluation (nan: none yet)
@@ -49,6 +50,7 @@ class TrainResult:
 
     @property
     def interrupted(self) -> bool:
+        """Stopped by a signal (Ctrl-C, SIGTERM): the CLI exits 128 + its number."""
         return self.stopped_by.startswith("SIG")
 
 
@@ -162,6 +164,7 @@ class Clock:
         self.before, self.started = before, time.monotonic()
 
     def read(self) -> float:
+        """Seconds of training so far, over all sessions."""
         return self.before + time.monotonic() - self.started
 
 
