@@ -101,7 +101,6 @@ class Model:
         loss, bpc = self.evaluate(text)
         return Evaluation(loss, bpc, len(text), self.tokenizer.unknown_chars(text))
 
-
     def report(self, text: str, path: Union[str, Path], config: Optional[ReportConfig] = None,
                title: Optional[str] = None, **options: Any) -> "ReportSummary":
         """Write the HTML report of this model over ``text`` to ``path``: surprisal with the
@@ -111,7 +110,7 @@ class Model:
         Returns a ReportSummary; its notes (a cut text, unknown characters) are also printed
         as notes. Raises CharRNNError (OptionError for a layer/unit/state the model lacks)."""
         from .report import write_report   # lazily: sampling never needs it
-        config = dataclasses.replace(config or ReportConfig(), **options).validate()
+        config = _report_config(config, options)
         summary = write_report(self.net, self.tokenizer, text, path, config,
                                title or "charrnn report")
         for line in summary.notes:
@@ -124,7 +123,7 @@ class Model:
         """``report`` over a text file, read as training reads it (by default with the
         encoding and error handling the model was trained with); only the start of a long
         file is read. Raises CharRNNError for an empty or unreadable file."""
-        config = dataclasses.replace(config or ReportConfig(), **options).validate()
+        config = _report_config(config, options)
         text = Corpus(textfile, *self._encoding(encoding, errors)).text_start(config.max_chars + 1)
         if not text:
             raise CharRNNError(f"{textfile} is empty: give it some text")
@@ -155,6 +154,15 @@ class Model:
     def _encoding(self, encoding: Optional[str], errors: Optional[str]) -> tuple[str, str]:
         train = self.config.get("train") or {}
         return encoding or train.get("encoding", "utf-8"), errors or train.get("errors", "strict")
+
+
+def _report_config(config: Optional[ReportConfig], options: dict) -> ReportConfig:
+    """``config`` (or the defaults) with ``options`` set, checked. Raises CharRNNError."""
+    names = [f.name for f in dataclasses.fields(ReportConfig)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise CharRNNError(f"unknown report option {unknown[0]!r}: use {', '.join(names)}")
+    return dataclasses.replace(config or ReportConfig(), **options).validate()
 
 
 def load(path: Union[str, Path], device: str = "auto") -> Model:

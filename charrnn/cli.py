@@ -226,10 +226,10 @@ def sample(checkpoint, prime, device, novelty, corpus, cache_dir, **options):
         out.write(text)
         out.flush()
 
-    text = model.generate(prime, config, on_text=stream)
+    texts = model.generate(prime, config, on_text=stream)
     out.write(("" if started else prime) + "\n")
     out.flush()
-    _check_novelty(training, [text], prime, config)
+    _check_novelty(training, texts, prime, config)
 
 
 def _check_novelty(training, texts, prime, config):     # on stderr: stdout holds the samples

@@ -61,19 +61,24 @@ class Index:
         low, high = self._range(self._bytes(query))
         return high - low
 
-    def matches(self, query: np.ndarray) -> np.ndarray:
+    def matches(self, query: np.ndarray, reach: int = 64) -> np.ndarray:
         """The matching statistics of ``query`` [m]: for each i, the length of the longest
         prefix of query[i:] that occurs in the ids, [m] int64. The longest match of a string
         is shared with a suffix next to where the string would sort, so one binary search and
-        two comparisons per position find it."""
-        data = self._bytes(query)
+        two comparisons per position find it. Each search looks ``reach`` ids ahead, four
+        times further while the match fills it: a long sample costs O(m log n), not O(m^2)."""
+        data, width = self._bytes(query), self.width
         out = np.zeros(len(query), dtype=np.int64)
         for i in range(len(query)):
-            rest = data[i * self.width:]
-            place = bisect.bisect_left(self.suffixes, rest, key=self._key(len(rest)))
-            for neighbour in (place - 1, place):
-                if 0 <= neighbour < self.size:
-                    out[i] = max(out[i], self._common(rest, int(self.suffixes[neighbour])))
+            length = min(reach, len(query) - i)
+            while True:
+                piece = data[i * width:(i + length) * width]
+                place = bisect.bisect_left(self.suffixes, piece, key=self._key(len(piece)))
+                out[i] = max((self._common(piece, int(self.suffixes[n]))
+                              for n in (place - 1, place) if 0 <= n < self.size), default=0)
+                if out[i] < length or i + length == len(query):
+                    break        # (a shorter match than the piece is the whole string's too)
+                length = min(4 * length, len(query) - i)
         return out
 
     def _common(self, rest: bytes, start: int) -> int:

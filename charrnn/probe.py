@@ -56,7 +56,8 @@ def trace(model: CharRNN, ids: np.ndarray, start_id: int) -> Trace:
     top_ids = np.empty((length, TOP), dtype=np.int64)
     top_probs = np.empty((length, TOP), dtype=np.float32)
     inputs = torch.as_tensor(ids, device=device)
-    logits, hidden = model.step(torch.tensor([start_id], device=device), model.init_hidden(1))
+    start = torch.tensor([int(start_id)], device=device)
+    logits, hidden = model.step(start, model.init_hidden(1))
     top = min(TOP, config.vocab_size - 1)
     for t in range(length):
         log_probs = torch.log_softmax(logits[0].float(), -1)

@@ -127,7 +127,8 @@ def write_report(model: CharRNN, tokenizer: CharTokenizer, text: str, path: Unio
                   if kept_count == total else
                   f"{kept_count // len(kept)} of the {model.config.hidden_size} units of each "
                   f"layer and state are stored, to keep the file under {MAX_BYTES >> 20} MB: "
-                  "the listed ones and those that vary most")
+                  "the one shown first, the listed ones as room allows, then those that vary "
+                  "most")
     if kept_count < total:
         notes.append(units_note)
     known = reading.bits[~unknown]

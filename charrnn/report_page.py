@@ -89,8 +89,8 @@ function row(b, unit) {
   return codes[key].subarray(k * T, (k + 1) * T);
 }
 const value = code => code * 2 / 255 - 1;
-function colour(v) {                 // blue (-1), white (0), red (+1)
-  const w = Math.round(255 * (1 - Math.abs(v)));
+function colour(v) {                 // blue (-1), white (0), red (+1); text stays readable
+  const w = Math.round(255 * (1 - 0.75 * Math.abs(v)));
   return v >= 0 ? 'rgb(255,' + w + ',' + w + ')' : 'rgb(' + w + ',' + w + ',255)';
 }
 const box = document.getElementById('neuron'), sel = {layer: 0, kind: D.kinds[0], unit: 0};

@@ -168,9 +168,10 @@ def dequantise(codes: np.ndarray) -> np.ndarray:
 def units_to_keep(values: dict, most: int, wanted: list[tuple[int, str, int]]
                   ) -> dict[tuple[int, str], np.ndarray]:
     """Which units of each (layer, kind) the report stores when there is room for ``most``
-    values in all: every unit if they fit; else the ``wanted`` ones (layer, kind, unit) and
-    then those whose activation varies most, the same number for each (layer, kind), in unit
-    order. Returns (layer, kind) -> unit indices (int64, sorted)."""
+    values in all: every unit if they fit; else the same number for each (layer, kind): the
+    ``wanted`` ones (layer, kind, unit) first, in their order, as far as there is room, then
+    those whose activation varies most. Returns (layer, kind) -> unit indices (int64, in
+    unit order)."""
     blocks = [(layer, kind) for kind, layers in values.items() for layer in range(len(layers))]
     length, hidden = next(iter(values.values())).shape[1:]
     room = max(1, most // max(1, length * len(blocks)))
@@ -181,6 +182,6 @@ def units_to_keep(values: dict, most: int, wanted: list[tuple[int, str, int]]
             continue
         first = [u for (l, k, u) in wanted if (l, k) == (layer, kind)]
         order = np.argsort(-values[kind][layer].std(0), kind="stable")
-        chosen = list(dict.fromkeys(first + [int(u) for u in order]))[:max(room, len(first))]
+        chosen = list(dict.fromkeys(first + [int(u) for u in order]))[:room]
         kept[(layer, kind)] = np.array(sorted(chosen), dtype=np.int64)
     return kept
