@@ -30,6 +30,7 @@ MAX_BYTES = 10 << 20          # the page's size limit
 MAX_VALUES = 4_500_000        # activations stored, one byte each (6 MB once in base64)
 KINDS = {"h": "hidden", "c": "cell"}      # state names as the page and the options say them
 GRADIENT_PLACES = 32          # positions the gradient curve is averaged over
+MIN_LIST_CHARS = 100          # shorter texts get no list of correlated units
 
 
 @dataclass
@@ -55,9 +56,11 @@ class ReportSummary:
     def describe(self) -> str:
         """What was written, and the listed units, in words (what ``charrnn viz`` prints)."""
         mean = "-" if math.isnan(self.mean_bpc) else f"{self.mean_bpc:.3f}"
+        found = "units most correlated with properties of the text:" if self.hits else \
+            "no unit listed: the text does not vary in any of the properties"
         lines = [f"wrote {self.path} ({self.size / 1e6:.1f} MB) in {self.seconds:.1f} s: "
-                 f"{self.chars:,} characters, {mean} bits/char; units most correlated with "
-                 "properties of the text:"]
+                 f"{self.chars:,} character{'s' if self.chars > 1 else ''}, {mean} bits/char; "
+                 f"{found}"]
         lines += [f"  {hit.name:18} layer {hit.layer} {KINDS[hit.kind]:6} unit {hit.unit:<5} "
                   f"r = {hit.r:+.2f}" for hit in self.hits]
         return "\n".join(lines)
@@ -104,43 +107,56 @@ def write_report(model: CharRNN, tokenizer: CharTokenizer, text: str, path: Unio
     if not text:
         raise CharRNNError("the text is empty: give it some text")
     notes = list(notes or [])
-    if len(text) > config.max_chars:
-        notes.append(f"the text is longer than {config.max_chars:,} characters: the report "
-                     f"covers the first {config.max_chars:,} (--max-chars, at most 10,000)")
-        text = text[:config.max_chars]
-    ids = tokenizer.encode(text).astype(np.int64)
-    unknown = ids == 0
-    if unknown.any():
-        missing = "".join(tokenizer.unknown_chars(text))[:20]
-        notes.append(f"{int(unknown.sum())} characters are not in the model's vocabulary "
-                     f"({missing!r}): they are read as <unk>, hatched, and left out of the mean")
+    text, ids = _cut_and_encode(text, tokenizer, config.max_chars, notes)
     start = "\n" if "\n" in tokenizer.chars else tokenizer.chars[0]
     reading = trace(model, ids, int(tokenizer.encode(start)[0]))
     values = shown(reading.states)
-    hits, absent = correlated_units(text, values)
+    hits, absent = correlated_units(text, values) if len(text) >= MIN_LIST_CHARS else ([], [])
+    if len(text) < MIN_LIST_CHARS:
+        notes.append(f"no list of correlated units: over {len(text)} characters correlations "
+                     f"mean little (it needs at least {MIN_LIST_CHARS})")
     first = initial_unit(model, config, hits)
     curve = _curve(model, ids, reading.states, config.gradient_steps, notes)
     kept = units_to_keep(values, max_values, [first] + [(h.layer, h.kind, h.unit) for h in hits])
     kept_count = sum(len(units) for units in kept.values())
-    total = model.config.hidden_size * len(kept)
-    units_note = (f"all {model.config.hidden_size} units of each layer are stored"
-                  if kept_count == total else
-                  f"{kept_count // len(kept)} of the {model.config.hidden_size} units of each "
-                  f"layer and state are stored, to keep the file under {MAX_BYTES >> 20} MB: "
-                  "the one shown first, the listed ones as room allows, then those that vary "
-                  "most")
-    if kept_count < total:
-        notes.append(units_note)
-    known = reading.bits[~unknown]
+    units_note = _units_note(kept, model.config.hidden_size, notes)
+    known = reading.bits[ids != 0]
     mean = float(known.mean()) if len(known) else math.nan
-    summary = ReportSummary(Path(path), len(text), mean, hits, absent, notes, kept_count, total,
-                            curve, initial=first)
+    summary = ReportSummary(Path(path), len(text), mean, hits, absent, notes, kept_count,
+                            model.config.hidden_size * len(kept), curve, initial=first)
     page = report_page.render(_fields(model, text, reading, summary, title),
                               _data(model, tokenizer, text, reading, values, kept, summary,
                                     units_note))
     summary.size = _write(page, Path(path))
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _cut_and_encode(text: str, tokenizer: CharTokenizer, most: int, notes: list
+                    ) -> tuple[str, np.ndarray]:
+    """The text cut to ``most`` characters and its ids (int64; 0 for <unk>), noting both."""
+    if len(text) > most:
+        notes.append(f"the text is longer than {most:,} characters: the report covers the "
+                     f"first {most:,} (--max-chars, at most 10,000)")
+        text = text[:most]
+    ids = tokenizer.encode(text).astype(np.int64)
+    if (ids == 0).any():
+        missing = "".join(tokenizer.unknown_chars(text))[:20]
+        notes.append(f"{int((ids == 0).sum())} characters are not in the model's vocabulary "
+                     f"({missing!r}): they are read as <unk>, hatched, and left out of the mean")
+    return text, ids
+
+
+def _units_note(kept: dict, hidden_size: int, notes: list) -> str:
+    """What the page says about the units it stores; a note too when it cut."""
+    count = sum(len(units) for units in kept.values())
+    if count == hidden_size * len(kept):
+        return f"all {hidden_size} units of each layer are stored"
+    note = (f"{count // len(kept)} of the {hidden_size} units of each layer and state are "
+            f"stored, to keep the file under {MAX_BYTES >> 20} MB: the one shown first, the "
+            "listed ones as room allows, then those that vary most")
+    notes.append(note)
+    return note
 
 
 def _curve(model: CharRNN, ids: np.ndarray, states: dict, steps: int, notes: list

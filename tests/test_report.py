@@ -100,6 +100,8 @@ def test_a_short_text_has_a_shorter_curve_with_a_note(model, tmp_path):
     assert "the gradient curve reaches k = 6, not 50" in summary.notes[-1]
     summary = model.report("to", tmp_path / "r.html")
     assert len(summary.curve) == 0 and "too short for the gradient curve" in summary.notes[-1]
+    assert summary.hits == [] and "no list of correlated units: over 2 characters" in \
+        summary.notes[0]
 
 
 def test_layers_units_and_states_that_do_not_exist_are_refused(model, tmp_path):
