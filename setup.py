@@ -16,6 +16,8 @@ setup(
         "click>=8.0",
         "numpy>=1.22",
         "safetensors>=0.4",
+        "matplotlib>=3.5",       # loss.png and charrnn plot (imported only when drawing)
+        "pydivsufsort>=0.0.20",  # the memorisation check's suffix array (imported only there)
     ],
     extras_require={"dev": ["pytest>=7", "hypothesis>=6", "selenium>=4.20"]},
     entry_points={"console_scripts": ["charrnn=charrnn.cli:main"]},

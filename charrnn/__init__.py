@@ -7,7 +7,7 @@ The data path, one module per stage:
     -> sampler.py -> api.py / cli.py
 Options are declared once, in config.py.
 """
-from .api import Model, load, train
+from .api import Model, load, plot_runs, train
 from .config import ModelConfig, SampleConfig, SampleOptions, TrainConfig, preset
 from .errors import CharRNNError, OptionError
 from .model import CharRNN
@@ -15,5 +15,5 @@ from .tokenizer import CharTokenizer
 from .version import __version__
 
 __all__ = ["CharRNN", "CharRNNError", "CharTokenizer", "Model", "ModelConfig", "OptionError",
-           "SampleConfig", "SampleOptions", "TrainConfig", "load", "preset", "train",
+           "SampleConfig", "SampleOptions", "TrainConfig", "load", "plot_runs", "preset", "train",
            "__version__"]

@@ -18,21 +18,27 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 import torch
 
 from .checkpoint import find_checkpoint, load_checkpoint, read_config, saved_train_config
-from .config import PRESETS, ModelConfig, SampleConfig, TrainConfig, preset
+from .config import (PRESETS, ModelConfig, NoveltyConfig, ReportConfig, SampleConfig,
+                     TrainConfig, preset)
 from .corpus import Corpus
 from .device import resolve_device, warn_if_bf16_is_emulated
-from .errors import CharRNNError, OptionError
+from .errors import CharRNNError, OptionError, note
 from .evaluate import LN2, eval_streams, evaluate
 from .model import CharRNN
+from .novelty import MIN_SPAN, TrainingText
 from .options import declared
 from .sampler import generate
 from .tokenizer import CharTokenizer
 
 if TYPE_CHECKING:
+    from .novelty import Novelty
+    from .report import ReportSummary
     from .trainer import TrainResult
 
 __all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_info", "preset",
-           "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig", "declared"]
+           "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig", "ReportConfig", "NoveltyConfig",
+           "declared",
+           "plot_runs"]
 
 
 @dataclass
@@ -97,12 +103,82 @@ class Model:
         loss, bpc = self.evaluate(text)
         return Evaluation(loss, bpc, len(text), self.tokenizer.unknown_chars(text))
 
+    def report(self, text: str, path: Union[str, Path], config: Optional[ReportConfig] = None,
+               title: Optional[str] = None, **options: Any) -> "ReportSummary":
+        """Write the HTML report of this model over ``text`` to ``path``: surprisal with the
+        top-5 guesses, the neuron browser with the units most correlated with properties of
+        the text, the gradient-norm curve (charrnn/report.py). ``options`` are ReportConfig's
+        fields (max_chars, layer, unit, state, gradient_steps), or pass a whole ``config``.
+        Returns a ReportSummary; its notes (a cut text, unknown characters) are also printed
+        as notes. Raises CharRNNError (OptionError for a layer/unit/state the model lacks)."""
+        from .report import write_report   # lazily: sampling never needs it
+        config = _report_config(config, options)
+        summary = write_report(self.net, self.tokenizer, text, path, config,
+                               title or "charrnn report")
+        for line in summary.notes:
+            note(line)
+        return summary
+
+    def report_file(self, textfile: str, path: Union[str, Path],
+                    encoding: Optional[str] = None, errors: Optional[str] = None,
+                    config: Optional[ReportConfig] = None, **options: Any) -> "ReportSummary":
+        """``report`` over a text file, read as training reads it (by default with the
+        encoding and error handling the model was trained with); only the start of a long
+        file is read. Raises CharRNNError for an empty or unreadable file."""
+        config = _report_config(config, options)
+        text = Corpus(textfile, *self._encoding(encoding, errors)).text_start(config.max_chars + 1)
+        if not text:
+            raise CharRNNError(f"{textfile} is empty: give it some text")
+        return self.report(text, path, config, title=f"charrnn report: {Path(textfile).name}")
+
+    def training_text(self, corpus: Optional[str] = None, cache_dir: str = "data/cache"
+                      ) -> "TrainingText":
+        """The training split of the model's corpus, indexed for the memorisation check
+        (charrnn/novelty.py): the corpus the run recorded (checked against its digest) or
+        ``corpus``; ids and index cached in ``cache_dir``. Its ``check(texts, prime, lines)``
+        checks samples. Raises CharRNNError when the corpus cannot be found or has changed."""
+        found = TrainingText(self.config, self.tokenizer, corpus, cache_dir)
+        for line in found.notes:
+            note(line)
+        return found
+
+    def novelty(self, texts: Union[str, list], prime: str = "", corpus: Optional[str] = None,
+                cache_dir: str = "data/cache", lines: bool = False) -> "Novelty":
+        """The memorisation check of samples ``texts`` (as ``generate`` returns them: ``prime``
+        followed by generated text): for each, the longest span found verbatim in the
+        training split of the model's corpus and the share of characters in copied spans of
+        20 (MIN_SPAN) or more; with ``lines``, whether each generated line is a line of the
+        corpus. See ``training_text`` for the corpus. Returns a Novelty (``.samples``,
+        ``.summary()``, ``.describe()``). Raises CharRNNError."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self.training_text(corpus, cache_dir).check(texts, prime, lines)
+
+    def _encoding(self, encoding: Optional[str], errors: Optional[str]) -> tuple[str, str]:
+        train = self.config.get("train") or {}
+        return encoding or train.get("encoding", "utf-8"), errors or train.get("errors", "strict")
+
+
+def _report_config(config: Optional[ReportConfig], options: dict) -> ReportConfig:
+    """``config`` (or the defaults) with ``options`` set, checked. Raises CharRNNError."""
+    names = [f.name for f in dataclasses.fields(ReportConfig)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise CharRNNError(f"unknown report option {unknown[0]!r}: use {', '.join(names)}")
+    return dataclasses.replace(config or ReportConfig(), **options).validate()
+
 
 def load(path: Union[str, Path], device: str = "auto") -> Model:
     """A checkpoint folder, or a training run's folder (its best model), on ``device``.
     May clean up the leftovers of an interrupted save. Raises CharRNNError."""
     net, tokenizer, config = load_checkpoint(path, resolve_device(device))
     return Model(net, tokenizer, config)
+
+
+def plot_runs(runs: list, out: Union[str, Path]) -> Path:
+    """Compare training runs (run folders) in one PNG chart at ``out``: loss in bits/char
+    against step and against time (charrnn/plots.py). Raises CharRNNError."""
+    from . import plots   # lazily: matplotlib is slow to import and sampling never needs it
+    return plots.plot_runs(runs, out)
 
 
 def checkpoint_info(path: Union[str, Path]) -> tuple[Path, dict]:
@@ -129,7 +205,23 @@ def train_run(corpus: str, config: TrainConfig,
     """Train and return the run's figures without loading the model (what the CLI uses)."""
     # Imported here, not above: loading and sampling must not pay for the training stack.
     from .trainer import train as run_training
-    return run_training(corpus, config, callback)
+    result = run_training(corpus, config, callback)
+    draw_loss_png(result.out, result.is_main)     # after the loop: never on the time budget
+    return result
+
+
+def draw_loss_png(run: Union[str, Path], is_main: bool = True) -> Optional[Path]:
+    """Write ``run/loss.png`` (charrnn/plots.py) once training has ended; None when the run
+    has no evaluation yet or this is not the first process. A failure to draw is a note, not
+    an error: the trained model matters more than its chart."""
+    if not is_main or not (Path(run) / "metrics.jsonl").exists():
+        return None
+    from . import plots   # lazily: matplotlib is slow to import and sampling never needs it
+    try:
+        return plots.save_loss_png(run)
+    except CharRNNError as err:
+        note(f"no loss.png: {err}")
+        return None
 
 
 def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "auto",

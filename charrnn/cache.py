@@ -82,6 +82,12 @@ def tokenizer_digest(tokenizer: CharTokenizer) -> str:
                            digest_size=8).hexdigest()
 
 
+def cached_digest(ids: np.memmap) -> str:
+    """The corpus digest (``Scan.digest``) of ids that ``load_ids`` returned: the cache file is
+    named ``<digest>-<tokenizer digest>.<dtype>``."""
+    return Path(ids.filename).name.split("-")[0]
+
+
 def load_ids(corpus: Corpus, tokenizer: Optional[CharTokenizer], cache_dir: str | Path,
              progress: bool = False, workers: Optional[int] = None
              ) -> tuple[CharTokenizer, np.memmap]:

@@ -104,7 +104,7 @@ def declared_options(*classes, defaults: bool = False, only: tuple = (), **overr
 
 def _click_option(item, default):
     spec = item.spec
-    flags = [item.flag] + [_flag(alias) for alias in spec.aliases if len(alias) > 1]
+    flags = [item.flag] + [_flag(a) if len(a) > 1 else f"-{a}" for a in spec.aliases]  # -n
     if item.type is bool:
         if item.default:     # on unless turned off: --progress/--no-progress
             return click.option(f"{item.flag}/--no-{item.flag[2:]}", item.name,
@@ -201,16 +201,21 @@ def _sample_command(result) -> str:
 @click.option("--prime", default="", help="Text to start from.")
 @declared_options(api.SampleConfig, defaults=True)
 @declared_options(api.TrainConfig, only=("device",), device="cpu")
-def sample(checkpoint, prime, device, **options):
+@click.option("--novelty", is_flag=True, help="Then report text copied from the corpus (stderr).")
+@declared_options(api.NoveltyConfig, defaults=True)
+def sample(checkpoint, prime, device, novelty, corpus, cache_dir, **options):
     """Generate text from the model in CHECKPOINT (a run folder or a checkpoint folder)."""
     options["stop"] = _arg_text(options["stop"])
     prime, config = _arg_text(prime), api.SampleConfig(**options).validate()
     model = api.load(checkpoint, device=device)
+    training = model.training_text(corpus, cache_dir) if novelty else None   # fail early
     out = sys.stdout
     if config.num_samples > 1:
-        for i, text in enumerate(model.generate(prime, config)):
+        texts = model.generate(prime, config)
+        for i, text in enumerate(texts):
             out.write(f"--- sample {i + 1} ---\n{text}\n")
         out.flush()
+        _check_novelty(training, texts, prime, config)
         return
     started = []
 
@@ -221,9 +226,15 @@ def sample(checkpoint, prime, device, **options):
         out.write(text)
         out.flush()
 
-    model.generate(prime, config, on_text=stream)
+    texts = model.generate(prime, config, on_text=stream)
     out.write(("" if started else prime) + "\n")
     out.flush()
+    _check_novelty(training, texts, prime, config)
+
+
+def _check_novelty(training, texts, prime, config):     # on stderr: stdout holds the samples
+    if training is not None:
+        click.echo(training.check(texts, prime, config.stop == "\n").describe_samples(), err=True)
 
 
 @main.command(name="eval")
@@ -240,6 +251,44 @@ def evaluate(checkpoint, textfile, device, encoding, errors):
                    "in the model's vocabulary and count as <unk>", err=True)
     click.echo(f"loss {result.loss:.4f} nats/char, {result.bpc:.4f} bits/char over "
                f"{result.num_chars} characters")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("textfile", type=click.Path())
+@click.option("--out", default="report.html", show_default=True, help="The report's path.")
+@declared_options(api.ReportConfig, defaults=True)
+@declared_options(api.TrainConfig, only=("device", "encoding", "errors"), device="cpu")
+def viz(checkpoint, textfile, out, device, encoding, errors, **options):
+    """An HTML report of the model in CHECKPOINT over TEXTFILE (read as training reads text):
+    surprisal, units correlated with properties of the text, the gradient curve."""
+    config = api.ReportConfig(**options).validate()
+    model = api.load(checkpoint, device=device)
+    click.echo(model.report_file(textfile, out, encoding, errors, config).describe())
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default="runs.png", show_default=True, help="Where to write the chart.")
+def plot(runs, out):
+    """Compare the loss curves of training RUNS (run folders) in one PNG chart."""
+    click.echo(f"wrote {api.plot_runs(list(runs), out)}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--prime", default="", help="Text to start from (not checked).")
+@declared_options(api.SampleConfig, defaults=True, num_samples=100, only=(
+    "length", "temperature", "top_k", "top_p", "seed", "num_samples", "stop"))
+@declared_options(api.TrainConfig, only=("device",), device="cpu")
+@declared_options(api.NoveltyConfig, defaults=True)
+def novelty(checkpoint, prime, device, corpus, cache_dir, **options):
+    """Check samples of CHECKPOINT for text copied from its training text (--stop "\\n": lines)."""
+    options["stop"], prime = _arg_text(options["stop"]), _arg_text(prime)
+    config = api.SampleConfig(**options).validate()
+    model = api.load(checkpoint, device=device)
+    training = model.training_text(corpus, cache_dir)      # before sampling: fail early
+    click.echo(training.check(model.generate(prime, config), prime, config.stop == "\n").describe())
 
 
 @main.command()

@@ -32,6 +32,12 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def unescape(text: str) -> str:
+    """Text from the command line with \\n, \\t and \\\\ read as a newline, a tab and a
+    backslash (a shell passes "\\n" as two characters)."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), "\\"), text)
+
+
 @dataclass
 class ModelConfig:
     """The network's shape: embedding [vocab, embed_size] -> ``layers`` recurrent layers of
@@ -131,7 +137,9 @@ class SampleConfig:
                                  "generator, from the seed and i).", low=0, high=SEED_MAX)
     num_samples: int = option(1, "Samples generated together as one batch.", low=1,
                               high=1 << 16, aliases=("n",))
-    stop: Optional[str] = option(None, "End a sample when it produces this text.")
+    stop: Optional[str] = option(None, "End a sample when it produces this text (on the "
+                                 "command line \\n is a newline, \\t a tab).",
+                                 parse=unescape, metavar="TEXT")
     precision: str = option("fp32", "Of the sampling step's weights. bf16: half the memory "
                             "read per step (faster on CPUs with native bf16 and on CUDA).",
                             choices=("fp32", "bf16"))
@@ -145,6 +153,38 @@ class SampleConfig:
 
 
 SampleOptions = SampleConfig     # the name before 0.2
+
+
+@dataclass
+class ReportConfig:
+    """What the HTML report of ``charrnn viz`` (``Model.report``) covers and opens on."""
+    max_chars: int = option(4000, "Characters of the text the report covers; a longer text is "
+                            "cut, with a note.", low=2, high=10_000)
+    layer: Optional[int] = option(None, "Layer the neuron view opens on (default: that of the "
+                                  "unit most correlated with a text property).", low=0)
+    unit: Optional[int] = option(None, "Unit the neuron view opens on.", low=0)
+    state: str = option("auto", "State the neuron view opens on: cell (lstm's c) or hidden "
+                        "(h); auto: that of the first listed unit.",
+                        choices=("auto", "cell", "hidden"))
+    gradient_steps: int = option(50, "How far back the gradient curve reaches: k = 1..this "
+                                 "many characters.", low=1, high=1000)
+
+    def validate(self) -> "ReportConfig":
+        options.check(self)
+        return self
+
+
+@dataclass
+class NoveltyConfig:
+    """Where the memorisation check (``charrnn novelty``, ``sample --novelty``) finds the
+    training text and caches its index."""
+    corpus: Optional[str] = option(None, "The run's training text, when it has moved (default: "
+                                   "the corpus the run recorded, checked against its digest).")
+    cache_dir: str = option("data/cache", "Where token ids and the corpus index are cached.")
+
+    def validate(self) -> "NoveltyConfig":
+        options.check(self)
+        return self
 
 
 # Presets are named for the budget and the device they were tuned on (see bench/RESULTS.md).

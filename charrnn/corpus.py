@@ -62,6 +62,17 @@ class Corpus:
         for path in self.files:
             yield from self._file_blocks(path)
 
+    def text_start(self, chars: int) -> str:
+        """The first ``chars`` characters of the text (all of it if shorter); reads only the
+        blocks it needs. Raises CharRNNError as ``blocks`` does."""
+        text, length = [], 0
+        for block in self.blocks():
+            text.append(block.text)
+            length += len(block.text)
+            if length >= chars:
+                break
+        return "".join(text)[:chars]
+
     def _file_blocks(self, path: Path) -> Iterator[Block]:
         decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
         offset = 0

@@ -5,6 +5,7 @@ The loop itself is in charrnn/trainer.py.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .cache import load_ids
+from .cache import cached_digest, load_ids
 from .checkpoint import load_checkpoint, load_trainer_state, read_config
 from .config import TrainConfig
 from .corpus import Corpus
@@ -67,6 +68,7 @@ def prepare(corpus: str, config: TrainConfig, ctx: distributed.Context,
         restore_rng(saved["rng"])
     tokenizer, ids = _shared_ids(ctx, source, tokenizer, config)
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
+    folder.corpus_record = corpus_record(corpus, ids)    # what novelty checks find it by
     streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size)
     val_streams = eval_streams(val_ids, config.seq_len, what="validation")
 
@@ -85,6 +87,15 @@ def prepare(corpus: str, config: TrainConfig, ctx: distributed.Context,
     folder.start(config.overwrite, state.step if resume_from is not None else None)
     return Run(corpus, config, device, ctx, folder, tokenizer, model, ctx.wrap(model, device),
                optimizer, streams, val_streams, state)
+
+
+def corpus_record(corpus: str, ids: np.ndarray) -> dict:
+    """config.json's record of the corpus beside its spec: the contents' digest
+    (``cache.scan``) and, for files, the absolute path (the spec may be relative)."""
+    record = {"corpus_digest": cached_digest(ids)}
+    if not str(corpus).startswith("hf:"):
+        record["corpus_path"] = os.path.abspath(os.path.expanduser(str(corpus)))
+    return record
 
 
 def make_optimizer(model: CharRNN, config: TrainConfig, device: torch.device):

@@ -98,6 +98,7 @@ class RunFolder:
 
     def __init__(self, path: Path, writer: bool = True):
         self.path, self.writer = Path(path), writer
+        self.corpus_record: dict = {}    # corpus_digest, corpus_path: saved in config.json
 
     def check(self, config: TrainConfig) -> Optional[Path]:
         """The checkpoint to resume from (or None). Recovers an interrupted save first.
@@ -155,8 +156,9 @@ class RunFolder:
              metrics: dict, corpus: str, state: Optional[dict] = None) -> None:
         """Write checkpoint ``name`` (best or last) atomically. Raises CharRNNError."""
         if self.writer:
+            saved = checkpoint_config(model, tokenizer, config, metrics, corpus)
             save_checkpoint(self.path / name, model, tokenizer,
-                            checkpoint_config(model, tokenizer, config, metrics, corpus), state)
+                            {**saved, **self.corpus_record}, state)
 
     def _trim_metrics(self, step: int) -> None:
         path = self.path / "metrics.jsonl"

@@ -55,3 +55,10 @@ def test_durations():
     assert parse_duration("1h30m") == 5400 and parse_duration("90s") == 90
     with pytest.raises(CharRNNError, match="cannot read time 'soon'"):
         parse_duration("soon")
+
+
+def test_stop_text_from_the_command_line_reads_backslash_escapes():
+    from charrnn.config import unescape
+    assert unescape("a\\nb\\tc") == "a\nb\tc"
+    assert unescape("\\\\n stays") == "\\n stays"        # an escaped backslash
+    assert unescape("\\x and é") == "\\x and é"           # anything else is left as it is

@@ -74,7 +74,8 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
     assert max_difference(tmp_path / "ddp" / "best", tmp_path / "one" / "best") < 1e-5
 
     # One checkpoint folder, written once: no per-rank copies, no leftovers.
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best", "last", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == \
+        ["best", "last", "loss.png", "metrics.jsonl"]
     ddp_metrics = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     one_metrics = (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in ddp_metrics] == [3, 6]

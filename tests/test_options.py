@@ -7,10 +7,12 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn import CharRNNError, ModelConfig, OptionError, SampleConfig, TrainConfig
+from charrnn.config import NoveltyConfig, ReportConfig
 from charrnn.cli import main
 from charrnn.options import check_value, declared
 
-CONFIGS = {"model": ModelConfig, "train": TrainConfig, "sample": SampleConfig}
+CONFIGS = {"model": ModelConfig, "train": TrainConfig, "sample": SampleConfig,
+           "report": ReportConfig, "novelty": NoveltyConfig}
 
 
 def bad_values(item):
@@ -91,6 +93,8 @@ def test_values_outside_the_range_are_one_line_errors_naming_the_flag(kind, item
         text = f"{value}s" if isinstance(value, (int, float)) and math.isfinite(value) else "inf"
     if kind == "sample":
         args = ["sample", str(tmp_path / "no-run"), item.flag, text]
+    elif kind == "report":
+        args = ["viz", str(tmp_path / "no-run"), str(corpus), item.flag, text]
     else:
         args = ["train", str(corpus), "--out", str(tmp_path / "run"), item.flag, text]
     result = CliRunner().invoke(main, args)

@@ -17,7 +17,9 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encodi
 # Long runs made short; names made local. (pattern, replacement)
 SHORTER = [("--time-limit 30m", "--time-limit 3s --preset tiny"), ("--steps 5000", "--steps 5"),
            ("--hidden-size 512", "--hidden-size 16 --preset tiny --sample-length 20"),
-           ("--length 300", "--length 40"), ("mymodel --resume", "mymodel --resume --steps 2000"), ('charrnn.preset("cpu-1m")', 'charrnn.preset("tiny")')]
+           ("--length 300", "--length 40"), ("mymodel --resume", "mymodel --resume --steps 2000"), ('charrnn.preset("cpu-1m")', 'charrnn.preset("tiny")'),
+           ("data/shakespeare.txt --out report.html", "corpus.txt --out report.html --max-chars 500"),
+           ("-n 100", "-n 4 --length 60")]
 NOT_RUN = ("hf:",)      # needs the Hugging Face hub, which tests never reach (test_corpus.py
                         # loads a dataset from local files instead)
 OTHER_TOOLS = {"--nproc-per-node", "--standalone", "--nnodes", "--rdzv-backend",
@@ -87,7 +89,8 @@ def test_every_charrnn_command_line_runs(world):
 
 def test_every_option_the_readme_names_exists():
     helps = "".join(CliRunner().invoke(main, [command, "--help"]).output
-                    for command in ("train", "sample", "eval", "info"))
+                    for command in ("train", "sample", "eval", "info", "viz", "plot",
+                                    "novelty"))
     named = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", README)) - OTHER_TOOLS
     missing = sorted(flag for flag in named if flag not in helps)
     assert not missing
