@@ -27,12 +27,13 @@ from .model import CharRNN
 from .options import declared
 from .sampler import generate
 from .tokenizer import CharTokenizer
+from .version import __version__
 
 if TYPE_CHECKING:
     from .trainer import TrainResult
 
 __all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_info", "preset",
-           "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig", "declared"]
+           "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig", "declared", "__version__"]
 
 
 @dataclass
