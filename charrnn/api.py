@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
+import numpy as np
 import torch
 
 from .checkpoint import find_checkpoint, load_checkpoint, read_config, saved_train_config
@@ -86,15 +87,24 @@ class Model:
         return loss, loss / LN2
 
     def evaluate_file(self, path: str, encoding: Optional[str] = None,
-                      errors: Optional[str] = None) -> Evaluation:
+                      errors: Optional[str] = None,
+                      cache_dir: Optional[str] = None) -> Evaluation:
         """Evaluate a text file (or folder, glob), read as training reads it: by default with
-        the encoding and error handling the model was trained with. Raises CharRNNError."""
+        the encoding and error handling the model was trained with, in blocks, into the token
+        cache (``cache_dir``, default data/cache), and evaluated from there: memory does not
+        grow with the size of the text. Raises CharRNNError."""
+        # Imported here: loading and sampling never need the cache.
+        from .cache import load_ids, scan
         train = self.config.get("train") or {}
         corpus = Corpus(path, encoding or train.get("encoding", "utf-8"),
                         errors or train.get("errors", "strict"))
-        text = "".join(block.text for block in corpus.blocks())
-        loss, bpc = self.evaluate(text)
-        return Evaluation(loss, bpc, len(text), self.tokenizer.unknown_chars(text))
+        info = scan(corpus)
+        _, ids = load_ids(corpus, self.tokenizer, cache_dir or TrainConfig.cache_dir, info=info)
+        if len(ids) < 2:
+            raise CharRNNError("text to evaluate needs at least 2 characters")
+        loss = evaluate(self.net, eval_streams(ids, min(256, len(ids) - 1)), self.device)
+        seen = "".join(chr(codepoint) for codepoint in np.flatnonzero(info.counts))
+        return Evaluation(loss, loss / LN2, len(ids), self.tokenizer.unknown_chars(seen))
 
 
 def load(path: Union[str, Path], device: str = "auto") -> Model:

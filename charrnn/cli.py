@@ -11,6 +11,7 @@ import shlex
 import shutil
 import signal
 import sys
+import time
 
 import click
 
@@ -62,8 +63,9 @@ class CharRNNGroup(_Guarded, click.Group):
                   err.exit_code)
         except OptionError as err:
             _fail(f"{_flag(err.name)} {err.problem}", 1)
-        except PeerError:
-            sys.exit(1)          # the torchrun process that failed printed the error
+        except PeerError:        # the torchrun process that failed prints the error: let it
+            time.sleep(2)        # exit first, so that torchrun names it as the root cause
+            sys.exit(1)
         except CharRNNError as err:
             _fail(str(err), 1)
         except KeyboardInterrupt:
@@ -260,12 +262,14 @@ def sample(checkpoint, prime, device, **options):
 @main.command(name="eval")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("textfile", type=click.Path())
-@declared_options(api.TrainConfig, only=("device", "encoding", "errors"), device="auto")
-def evaluate(checkpoint, textfile, device, encoding, errors):
+@declared_options(api.TrainConfig, only=("device", "encoding", "errors", "cache_dir"),
+                  device="auto")
+def evaluate(checkpoint, textfile, device, encoding, errors, cache_dir):
     """Loss and bits per character of the model in CHECKPOINT on TEXTFILE, read with the
-    model's training encoding unless --encoding/--errors say otherwise."""
+    model's training encoding unless --encoding/--errors say otherwise, through the token
+    cache (memory does not grow with the text)."""
     model = api.load(checkpoint, device=device)
-    result = model.evaluate_file(textfile, encoding, errors)
+    result = model.evaluate_file(textfile, encoding, errors, cache_dir)
     if result.unknown_chars:
         echo(f"note: {len(result.unknown_chars)} distinct characters of the text are not "
               "in the model's vocabulary and count as <unk>", err=True)

@@ -2,7 +2,9 @@
 T + max(10 s, 5% of T): its start (imports, reading the corpus), training, the final validation
 and save, and what the CLI prints after. So training stops as soon as what must follow it
 would no longer fit: the expected cost of the final validation and save (first estimated from
-the time of one validation chunk, then measured at each validation) is kept in hand.
+the time of one validation chunk, then measured at each validation) is kept in hand. When even
+stopping at once would not leave time for it, the run trains for its time limit and skips the
+final validation instead (saving ``last``), and says so.
 """
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
+from .errors import note
 from .evaluate import seconds_to_evaluate
 
 AFTER_TRAINING = 1.0      # seconds the CLI needs after the loop: load the model, a short sample
 SAVE_GUESS = 0.5          # seconds to save best and last, before a save has been timed
 IMPORTS = 5.0             # at most this much of a process's life before training is counted
+ESTIMATE_MARGIN = 1.5     # a whole validation takes up to ~1.5x its first chunk's time x chunks
 
 
 def slack(time_limit: float) -> float:
@@ -25,8 +29,8 @@ def slack(time_limit: float) -> float:
 
 def command_start() -> float:
     """When the command that asks for training started (time.monotonic()): this process's
-    start if that was at most IMPORTS seconds ago (charrnn train: its imports), else now (a
-    script that calls charrnn.train later in its life)."""
+    start, counting at most IMPORTS seconds before now (charrnn train: its imports; a script
+    that calls charrnn.train late in its life is not charged for what it did before)."""
     return time.monotonic() - min(process_age(), IMPORTS)
 
 
@@ -45,32 +49,53 @@ def process_age() -> float:
 class Deadline:
     """The moment training must stop for the command to end by T + slack(T).
 
-    ``time_limit`` T: training seconds over all sessions, ``before`` of them spent in earlier
-    sessions; ``started``: the command's start (``command_start``); ``validation``: expected
-    seconds of one validation. None: no time limit."""
+    ``time_limit`` T: training seconds over all sessions; ``started``: the command's start
+    (``command_start``) when ``before`` of them were spent in earlier sessions; ``final``:
+    expected seconds of the final validation and save. ``speak``: say so when training stops
+    early (rank 0 only). No time limit: never reached."""
 
-    def __init__(self, time_limit: Optional[float], before: float, started: float = 0.0,
-                 validation: float = 0.0):
-        self.end = None
-        if time_limit is not None:
-            self.end = started + (time_limit - before) + slack(time_limit) - AFTER_TRAINING
-        self.final = validation + SAVE_GUESS     # expected seconds of the final evaluation
+    def __init__(self, time_limit: Optional[float], before: float = 0.0, started: float = 0.0,
+                 final: float = SAVE_GUESS, speak: bool = True):
+        self.time_limit, self.final, self.speak = time_limit, final, speak
+        self.end = started + (time_limit - before) + slack(time_limit) - AFTER_TRAINING \
+            if time_limit is not None else 0.0
+        # No time for the final validation even without training: train, skip it instead.
+        self.hopeless = time_limit is not None and time.monotonic() + final >= self.end
 
     @classmethod
     def of(cls, run) -> "Deadline":
         """A run's deadline (charrnn.run.Run); the first validation's cost is estimated by
         timing one chunk of it."""
         if run.config.time_limit is None:
-            return cls(None, run.state.elapsed)
+            return cls(None)
         seconds = seconds_to_evaluate(run.model, run.val_streams, run.device)
         run.model.train()
-        return cls(run.config.time_limit, run.state.elapsed, run.started, seconds)
+        deadline = cls(run.config.time_limit, run.state.elapsed, run.started,
+                       ESTIMATE_MARGIN * seconds + SAVE_GUESS, run.ctx.is_main)
+        deadline.hopeless = run.ctx.broadcast(deadline.hopeless)    # rank 0 decides for all
+        return deadline
 
-    def reason(self) -> Optional[str]:
-        """"time" when the final validation and save would no longer end in time, else None."""
-        if self.end is not None and time.monotonic() + self.final >= self.end:
-            return "time"
-        return None
+    def reason(self, elapsed: float) -> Optional[str]:
+        """"time" when the final validation and save would no longer end in time (training
+        ``elapsed`` seconds so far, over all sessions), else None."""
+        if self.time_limit is None or self.hopeless or time.monotonic() + self.final < self.end:
+            return None
+        early = self.time_limit - elapsed
+        if self.speak and early > 1.0:
+            note(f"training stops {early:.0f} s before --time-limit so that the final "
+                 f"validation and save (about {self.final:.0f} s) end within "
+                 f"{slack(self.time_limit):.0f} s of it; a smaller --val-chars validates faster")
+        return "time"
+
+    def skips(self, stopped_by: str) -> bool:
+        """Whether a run stopped by ``stopped_by`` skips its final validation (and says so)."""
+        if not (self.hopeless and stopped_by == "time"):
+            return False
+        if self.speak:
+            note(f"the final validation is skipped: it would take about {self.final:.0f} s, "
+                 f"more than the {slack(self.time_limit):.0f} s a run may take past "
+                 "--time-limit; `last` is saved (a smaller --val-chars validates faster)")
+        return True
 
     @contextmanager
     def timing(self) -> Iterator[None]:

@@ -102,9 +102,10 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
         while True:
             # Stop? A limit (a time limit keeps time for the final validation), a signal or
             # the callback; under torchrun one decision for all (or one error for all).
+            state.elapsed = clock.read()
             reason = _limit_reached(config, state, run.streams.num_chunks) or \
-                deadline.reason() or stop.reason
-            stopped_by, state.elapsed = ctx.agree_stop(reason, stop.reason, clock.read())
+                deadline.reason(state.elapsed) or stop.reason
+            stopped_by, state.elapsed = ctx.agree_stop(reason, stop.reason, state.elapsed)
             if stopped_by:
                 break
             # The learning rate for this step, from the fraction of the run done.
@@ -142,17 +143,25 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
             if callback and callback(state.step, {"loss": last_loss}):
                 stop.reason = "callback"
     # A run that reached its limit ends with an evaluation; a stopped one saves `last`.
-    if stopped_by in ("steps", "epochs", "time"):
-        if state.loss_count:
-            validate_and_save(run, losses.take_mean(), speed.value)
-    else:
-        losses.read()
-        save_last(run, _metrics(run))
-    ctx.settle()       # under torchrun: a write that failed on rank 0 fails every process
+    _finish(run, stopped_by, losses, speed.value, deadline)
     bar.close()
     return TrainResult(run.folder.path, state.step, state.val_loss, state.val_loss / LN2,
                        state.best_val_loss, state.elapsed, stopped_by, _limits(config),
                        ctx.is_main, ctx.world_size, prime_hint(run))
+
+
+def _finish(run: Run, stopped_by: str, losses: LossMeter, chars_per_sec: float,
+            deadline: Deadline) -> None:
+    """The last evaluation of a run that reached its limit (unless no time is left for one:
+    ``Deadline.skips``), or ``last`` saved for a stopped one. Under torchrun a write that
+    failed on rank 0 fails every process here."""
+    if stopped_by in ("steps", "epochs", "time") and not deadline.skips(stopped_by):
+        if run.state.loss_count:
+            validate_and_save(run, losses.take_mean(), chars_per_sec)
+    else:
+        losses.read()
+        save_last(run, _metrics(run))
+    run.ctx.settle()
 
 
 def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> None:
