@@ -25,7 +25,7 @@ from .device import resolve_device, warn_if_bf16_is_emulated
 from .errors import CharRNNError, OptionError
 from .evaluate import LN2, eval_streams, evaluate
 from .model import CharRNN
-from .options import declared
+from .options import declared, did_you_mean
 from .sampler import generate
 from .tokenizer import CharTokenizer
 from .version import __version__
@@ -67,10 +67,11 @@ class Model:
         asked_for_list = config is not None or "num_samples" in options or "n" in options
         if "n" in options:
             options["num_samples"] = options.pop("n")
-        unknown = set(options) - {f.name for f in dataclasses.fields(SampleConfig)}
+        known = [f.name for f in dataclasses.fields(SampleConfig)]
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise CharRNNError(f"unknown sampling option {sorted(unknown)[0]!r}: use "
-                               f"{', '.join(f.name for f in dataclasses.fields(SampleConfig))}")
+            raise CharRNNError(f"unknown sampling option {unknown[0]!r}"
+                               f"{did_you_mean(unknown[0], known)}: use {', '.join(known)}")
         config = dataclasses.replace(config or SampleConfig(), **options)
         if config.precision == "bf16":
             warn_if_bf16_is_emulated(self.device, "sampling")
@@ -165,7 +166,9 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
     for key, value in given.items():
         target = config.model if key in model_fields else config
         if not hasattr(target, key):
-            raise CharRNNError(f"unknown training option {key!r}")
+            names = [f.name for cls in (ModelConfig, TrainConfig)
+                     for f in dataclasses.fields(cls)]
+            raise CharRNNError(f"unknown training option {key!r}{did_you_mean(key, names)}")
         setattr(target, key, value)
     if ("steps" in given or "epochs" in given) and "time_limit" not in given:
         config.time_limit = None     # the limit the user gives is the one that holds
