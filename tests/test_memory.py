@@ -24,6 +24,7 @@ from charrnn.config import VAL_CHARS
 from charrnn.deadline import Deadline, slack
 from conftest import cli, make_corpus, one_line_error, tiny_config
 
+MAPPED_AT_START = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 TRAIN = ["--preset", "tiny", "--no-progress", "--sample-length", "0", "--steps", "2"]
 
@@ -80,17 +81,16 @@ def test_resuming_with_a_batch_too_large_leaves_the_run_as_it_was(trained, tmp_p
 
 
 def test_an_address_space_limit_is_the_memory_available(corpus, tmp_path):
-    # The subprocess may map what this one maps (torch, charrnn) and 2 GB more; the model
-    # needs about 3.3 GB (2 LSTM layers of 4096 units, AdamW).
-    mapped = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
-    limit = mapped + (2 << 30)
+    # The subprocess may map what this process mapped when the tests were collected (torch,
+    # charrnn) and 2 GB more; the model needs about 17 GB (2 LSTM layers of 8192 units, AdamW).
+    limit = MAPPED_AT_START + (2 << 30)
 
     def limited():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     done = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), "--out",
                            str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *TRAIN,
-                           "--hidden-size", "4096", "--layers", "2"], preexec_fn=limited,
+                           "--hidden-size", "8192", "--layers", "2"], preexec_fn=limited,
                           capture_output=True, text=True, env=ENV, timeout=120)
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("error: not enough memory for this run") and \
