@@ -141,8 +141,8 @@ class RunFolder:
             self._lock = _claim(self.path / LOCK)
         except OSError as err:
             self.release(failed=True)
-            raise CharRNNError(f"cannot make {self.path / LOCK}: {err.strerror or err}; choose "
-                               "another --out") from None
+            raise CharRNNError(f"cannot write {self.path / LOCK}: {err.strerror or err}; make "
+                               "the folder writable or choose another --out") from None
         except CharRNNError:
             self.release(failed=True)
             raise
