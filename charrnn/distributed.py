@@ -23,13 +23,12 @@ from .errors import CharRNNError, PeerError
 from .model import Hidden, hidden_from_parts, hidden_parts
 
 T = TypeVar("T")
+ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 class AgreedError(CharRNNError):
     """An error every process of a torchrun run raises at the same point, on the process it
     came from (the others raise PeerError): they can leave the process group together."""
-
-ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 @dataclass
@@ -189,6 +188,8 @@ class Context:
         """The one-line error for a collective that failed because another process ended
         (gloo: its connection closed; torch's DistError), else None."""
         text = str(error).lower()
+        if isinstance(error, CharRNNError) or not isinstance(error, RuntimeError):
+            return None
         if isinstance(error, getattr(dist, "DistError", ())) or any(
                 words in text for words in ("connection closed", "connection reset", "gloo")):
             return CharRNNError("another process of this torchrun run stopped (its own error, "

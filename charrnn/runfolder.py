@@ -255,8 +255,11 @@ def _holder(path: Path) -> tuple[Optional[int], str]:
 
 
 def _alive(pid: Optional[int], host: str) -> bool:
-    if pid is None or host != socket.gethostname():
-        return True           # unknown, or on another machine: assume it runs
+    """Whether the process a lock file names may still run (no flock: Windows)."""
+    if pid is None:
+        return False          # empty or garbage: its writer died before writing
+    if host != socket.gethostname():
+        return True           # on another machine: assume it runs
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

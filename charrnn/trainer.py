@@ -202,7 +202,6 @@ def _last_state(run: Run) -> dict:
     return trainer_state(run.optimizer, run.state, hidden, rng_ranks)
 
 
-
 class Clock:
     """Training seconds: those of earlier sessions plus this one's."""
 
