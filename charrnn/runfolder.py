@@ -104,7 +104,7 @@ class RunFolder:
 
     def __init__(self, path: Path, writer: bool = True):
         self.path, self.writer = Path(path), writer
-        self.created = False            # this run made the folder
+        self.new = False                # the folder did not exist, or was empty
         self._lock: Optional[int] = None
 
     def check(self, config: TrainConfig) -> Optional[Path]:
@@ -135,7 +135,7 @@ class RunFolder:
         CharRNNError naming the process when another live run holds it."""
         if self._lock is not None:
             return
-        self.created = not self.path.exists()
+        self.new = not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock = _claim(self.path / LOCK)
@@ -148,19 +148,20 @@ class RunFolder:
             raise
 
     def release(self, failed: bool = False) -> None:
-        """Drop the lock. ``failed``: the run ends with an error; a folder it made and never
-        saved a checkpoint into is removed, so no half-made run folder stays behind."""
+        """Drop the lock. ``failed``: the run ends with an error; a folder that was new to it
+        (absent or empty) and never got a checkpoint is removed: no half-made run folder stays
+        behind."""
         if self._lock is not None:
             (self.path / LOCK).unlink(missing_ok=True)
             os.close(self._lock)
             self._lock = None
-        if failed and self.created and self.writer and not self.has_checkpoint:
+        if failed and self.new and self.writer and not self.has_checkpoint:
             (self.path / "metrics.jsonl").unlink(missing_ok=True)
             try:
                 self.path.rmdir()       # only if nothing else is in it
             except OSError:
                 pass
-            self.created = self.path.exists()
+            self.new = self.path.exists()
 
     @property
     def has_checkpoint(self) -> bool:

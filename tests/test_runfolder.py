@@ -103,7 +103,7 @@ def test_a_lock_file_nobody_holds_does_not_block(trained, tmp_path, holder):
 
 
 def test_a_failed_run_leaves_no_folder_and_no_lock(corpus, tmp_path):
-    # A run that fails before its first checkpoint leaves nothing; a folder that was there
+    # A run that fails before its first checkpoint leaves nothing; a folder that held something
     # stays, without the lock.
     with pytest.raises(CharRNNError, match="not enough memory"):
         train_run(str(corpus), tiny_config(tmp_path / "new", batch_size=1 << 20, seq_len=1 << 20))
@@ -113,3 +113,7 @@ def test_a_failed_run_leaves_no_folder_and_no_lock(corpus, tmp_path):
     one_line_error(cli("train", corpus, "--out", tmp_path / "mine", "--batch-size", "1048576",
                        "--seq-len", "1048576", "--no-progress"), "not enough memory")
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+    (tmp_path / "empty").mkdir()           # an empty folder made for the run: gone with it
+    one_line_error(cli("train", corpus, "--out", tmp_path / "empty", "--batch-size", "1048576",
+                       "--seq-len", "1048576", "--no-progress"), "not enough memory")
+    assert not (tmp_path / "empty").exists()
