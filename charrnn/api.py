@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
+import numpy as np
 import torch
 
 from .checkpoint import find_checkpoint, load_checkpoint, read_config, saved_train_config
@@ -26,9 +27,10 @@ from .errors import CharRNNError, OptionError, note
 from .evaluate import LN2, eval_streams, evaluate
 from .model import CharRNN
 from .novelty import MIN_SPAN, TrainingText
-from .options import declared
+from .options import declared, did_you_mean
 from .sampler import generate
 from .tokenizer import CharTokenizer
+from .version import __version__
 
 if TYPE_CHECKING:
     from .novelty import Novelty
@@ -37,8 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_info", "preset",
            "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig", "ReportConfig", "NoveltyConfig",
-           "declared",
-           "plot_runs"]
+           "declared", "plot_runs", "__version__"]
 
 
 @dataclass
@@ -73,10 +74,11 @@ class Model:
         asked_for_list = config is not None or "num_samples" in options or "n" in options
         if "n" in options:
             options["num_samples"] = options.pop("n")
-        unknown = set(options) - {f.name for f in dataclasses.fields(SampleConfig)}
+        known = [f.name for f in dataclasses.fields(SampleConfig)]
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise CharRNNError(f"unknown sampling option {sorted(unknown)[0]!r}: use "
-                               f"{', '.join(f.name for f in dataclasses.fields(SampleConfig))}")
+            raise CharRNNError(f"unknown sampling option {unknown[0]!r}"
+                               f"{did_you_mean(unknown[0], known)}: use {', '.join(known)}")
         config = dataclasses.replace(config or SampleConfig(), **options)
         if config.precision == "bf16":
             warn_if_bf16_is_emulated(self.device, "sampling")
@@ -93,15 +95,24 @@ class Model:
         return loss, loss / LN2
 
     def evaluate_file(self, path: str, encoding: Optional[str] = None,
-                      errors: Optional[str] = None) -> Evaluation:
+                      errors: Optional[str] = None,
+                      cache_dir: Optional[str] = None) -> Evaluation:
         """Evaluate a text file (or folder, glob), read as training reads it: by default with
-        the encoding and error handling the model was trained with. Raises CharRNNError."""
+        the encoding and error handling the model was trained with, in blocks, into the token
+        cache (``cache_dir``, default data/cache), and evaluated from there: memory does not
+        grow with the size of the text. Raises CharRNNError."""
+        # Imported here: loading and sampling never need the cache.
+        from .cache import load_ids, scan
         train = self.config.get("train") or {}
         corpus = Corpus(path, encoding or train.get("encoding", "utf-8"),
                         errors or train.get("errors", "strict"))
-        text = "".join(block.text for block in corpus.blocks())
-        loss, bpc = self.evaluate(text)
-        return Evaluation(loss, bpc, len(text), self.tokenizer.unknown_chars(text))
+        info = scan(corpus)
+        _, ids = load_ids(corpus, self.tokenizer, cache_dir or TrainConfig.cache_dir, info=info)
+        if len(ids) < 2:
+            raise CharRNNError("text to evaluate needs at least 2 characters")
+        loss = evaluate(self.net, eval_streams(ids, min(256, len(ids) - 1)), self.device)
+        seen = "".join(chr(codepoint) for codepoint in np.flatnonzero(info.counts))
+        return Evaluation(loss, loss / LN2, len(ids), self.tokenizer.unknown_chars(seen))
 
     def report(self, text: str, path: Union[str, Path], config: Optional[ReportConfig] = None,
                title: Optional[str] = None, **options: Any) -> "ReportSummary":
@@ -248,7 +259,9 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
     for key, value in given.items():
         target = config.model if key in model_fields else config
         if not hasattr(target, key):
-            raise CharRNNError(f"unknown training option {key!r}")
+            names = [f.name for cls in (ModelConfig, TrainConfig)
+                     for f in dataclasses.fields(cls)]
+            raise CharRNNError(f"unknown training option {key!r}{did_you_mean(key, names)}")
         setattr(target, key, value)
     if ("steps" in given or "epochs" in given) and "time_limit" not in given:
         config.time_limit = None     # the limit the user gives is the one that holds

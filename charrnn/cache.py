@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import files
 from .corpus import Corpus
-from .errors import CharRNNError
+from .errors import CharRNNError, note
 from .tokenizer import CharTokenizer, codepoints_of
 
 MAX_CODEPOINT = 0x10FFFF
@@ -51,30 +51,44 @@ def scan(corpus: Corpus, progress: bool = False, workers: Optional[int] = None) 
         if len(corpus.files) > 1:
             # Several files: the digest is over the files' own digests, so that files can be
             # read in any order and by any process.
-            hasher = hashlib.blake2b(digest_size=16)
+            hasher = hashlib.blake2b(corpus.reading_key(), digest_size=16)
             file_chars = []
             tasks = [(str(path), corpus.encoding, corpus.errors) for path in corpus.files]
-            for digest, codepoints, numbers, chars, size in _map(_scan_file, tasks,
-                                                               _workers(corpus, workers)):
+            for digest, codepoints, numbers, chars, size, cr_only in _map(
+                    _scan_file, tasks, _workers(corpus, workers)):
                 hasher.update(digest)
                 counts[codepoints] += numbers
                 file_chars.append(chars)
+                corpus.cr_only += cr_only
                 bar.update(size)
             digest = hasher.hexdigest()
         else:
-            hasher = hashlib.blake2b(digest_size=16)
+            # The key: the text is the bytes as read under the corpus's decoding rules.
+            hasher = hashlib.blake2b(corpus.reading_key(), digest_size=16)
             chars = 0
             for block in corpus.blocks():
                 hasher.update(block.raw)
                 chars += _count_into(counts, block.text)
                 bar.update(len(block.raw))
             digest, file_chars = hasher.hexdigest(), [chars]
+    _note_line_ends(corpus)
     num_chars = int(counts.sum())
     if num_chars == 0:
         raise CharRNNError(f"corpus {corpus.spec} is empty: give it some text")
     if counts[[ord(c) for c in " \t\n\r\x0b\x0c"]].sum() == num_chars:
         raise CharRNNError(f"corpus {corpus.spec} holds only whitespace: give it some text")
     return Scan(digest, counts, num_chars, file_chars)
+
+
+def _note_line_ends(corpus: Corpus) -> None:
+    """Old-Mac text (lines ending in CR alone) trains as written; say what samples will do."""
+    if not corpus.cr_only:
+        return
+    which = corpus.cr_only[0] if len(corpus.cr_only) == 1 else \
+        f"{len(corpus.cr_only)} files of the corpus (first {corpus.cr_only[0]})"
+    note(f"{which}: lines end in CR alone (old Mac text); the model learns that line end, so "
+         "samples print each line over the last one on a terminal: convert the text first "
+         "(tr '\\r' '\\n' < OLD > NEW) for normal lines")
 
 
 def tokenizer_digest(tokenizer: CharTokenizer) -> str:
@@ -89,13 +103,14 @@ def cached_digest(ids: np.memmap) -> str:
 
 
 def load_ids(corpus: Corpus, tokenizer: Optional[CharTokenizer], cache_dir: str | Path,
-             progress: bool = False, workers: Optional[int] = None
-             ) -> tuple[CharTokenizer, np.memmap]:
+             progress: bool = False, workers: Optional[int] = None,
+             info: Optional[Scan] = None) -> tuple[CharTokenizer, np.memmap]:
     """Ids of the whole corpus (read-only memmap) and the tokenizer that made them.
 
-    With ``tokenizer=None`` one is built from the corpus's characters.
+    With ``tokenizer=None`` one is built from the corpus's characters; ``info``: the corpus's
+    ``scan``, if the caller made it already.
     """
-    info = scan(corpus, progress, workers)
+    info = info or scan(corpus, progress, workers)
     if tokenizer is None:
         tokenizer = CharTokenizer.from_counts(info.counts)
     cache_dir = Path(cache_dir)
@@ -169,18 +184,20 @@ def _pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
         yield text[start:start + size]
 
 
-def _scan_file(task) -> tuple[bytes, np.ndarray, np.ndarray, int, int]:
-    """Worker: (digest, code points seen, their counts, characters, bytes) of one file."""
+def _scan_file(task) -> tuple[bytes, np.ndarray, np.ndarray, int, int, list]:
+    """Worker: (digest, code points seen, their counts, characters, bytes, [the file if its
+    lines end in CR alone]) of one file."""
     path, encoding, errors = task
     hasher = hashlib.blake2b(digest_size=16)
     counts = np.zeros(MAX_CODEPOINT + 1, dtype=np.int64)
     chars = size = 0
-    for block in Corpus(_spec(path), encoding, errors).blocks():
+    corpus = Corpus(_spec(path), encoding, errors)
+    for block in corpus.blocks():
         hasher.update(block.raw)
         chars += _count_into(counts, block.text)
         size += len(block.raw)
     seen = np.flatnonzero(counts)
-    return hasher.digest(), seen, counts[seen], chars, size
+    return hasher.digest(), seen, counts[seen], chars, size, corpus.cr_only
 
 
 def _encode_file(task) -> int:

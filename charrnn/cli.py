@@ -11,14 +11,36 @@ import shlex
 import shutil
 import signal
 import sys
+import time
 
 import click
 
 from . import api
-from .errors import CharRNNError, OptionError
+from .errors import (CharRNNError, OptionError, OutputError, PeerError, echo, output_errors,
+                     silence_stdout)
 
-class CharRNNGroup(click.Group):
+
+class _Guarded:
+    """A click command or group whose output failures reach CharRNNGroup.main as
+    OutputError, before click's own handler (which exits 1 on a broken pipe) sees them."""
+
+    def make_context(self, *args, **kwargs):
+        with output_errors(everything=True):     # parsing, --help, --version
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with output_errors(everything=False):
+            return super().invoke(ctx)
+
+
+class CharRNNCommand(_Guarded, click.Command):
+    pass
+
+
+class CharRNNGroup(_Guarded, click.Group):
     """Turns every failure a user can cause into one line on stderr and a non-zero exit."""
+
+    command_class = CharRNNCommand
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _utf8_stdio()
@@ -28,25 +50,41 @@ class CharRNNGroup(click.Group):
             if standalone_mode:
                 sys.exit(code or 0)
             return code
+        except OutputError as err:    # | head: the reader has what it wanted, say nothing
+            silence_stdout()
+            if err.error is None:
+                sys.exit(0)
+            _fail(f"cannot write the output: {err.error.strerror or err.error}", 1)
         except click.exceptions.Abort:
             _fail("interrupted", 130)
-        except click.ClickException as err:
-            _fail(err.format_message(), err.exit_code)
+        except click.ClickException as err:     # click's usage errors, worded as ours are
+            message = err.format_message()
+            _fail(message[:1].lower() + message[1:] if message[1:2].islower() else message,
+                  err.exit_code)
         except OptionError as err:
             _fail(f"{_flag(err.name)} {err.problem}", 1)
+        except PeerError:        # the torchrun process that failed prints the error: let it
+            time.sleep(2)        # exit first, so that torchrun names it as the root cause
+            sys.exit(1)
         except CharRNNError as err:
             _fail(str(err), 1)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
-        except BrokenPipeError:
-            sys.stderr.close()   # the reader went away (| head): nothing more to say
-            sys.exit(0)
         except OSError as err:
             _fail(f"{getattr(err, 'filename', '') or ''} {err.strerror or err}".strip(), 1)
 
+    def parse_args(self, ctx, args):
+        if not args:      # click would print the whole help as the error message
+            raise click.UsageError(f"give a command: {', '.join(self.commands)} (charrnn "
+                                   "--help says more)", ctx)
+        return super().parse_args(ctx, args)
+
 
 def _fail(message: str, code: int):
-    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    try:
+        click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    except OSError:
+        pass         # stderr is gone too: the exit code still says it
     sys.exit(code)
 
 
@@ -121,7 +159,7 @@ def _click_option(item, default):
 
 
 @click.group(cls=CharRNNGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="charrnn")
+@click.version_option(version=api.__version__, prog_name="charrnn")
 def main():
     """Character-level recurrent networks: train on any text, then sample from it."""
 
@@ -141,18 +179,17 @@ def train(corpus, preset_name, sample_length, out, resume, **options):
     code = 128 + signal.Signals[result.stopped_by].value if result.interrupted else 0
     if not result.is_main:     # under torchrun, the first process alone reports and samples
         sys.exit(code)
-    click.echo(_summary(result))
+    echo(_summary(result))
     if result.interrupted:
-        click.echo(f"stopped by {result.stopped_by}; continue with: "
-                   f"{_launcher(result.world_size)} train {corpus} --out {result.out} --resume",
-                   err=True)
+        echo(f"stopped by {result.stopped_by}; continue with: {_launcher(result.world_size)} "
+              f"train {shlex.quote(corpus)} --out {shlex.quote(str(result.out))} --resume",
+              err=True)
         sys.exit(code)
     if sample_length > 0:
         model = api.load(result.out, device="cpu")
-        click.echo("--- sample ---")
-        click.echo(model.generate(result.prime_hint, length=sample_length, temperature=0.8,
-                                  seed=1))
-        click.echo(f"--- sample more with: {_sample_command(result)}")
+        echo("--- sample ---")
+        echo(model.generate(result.prime_hint, length=sample_length, temperature=0.8, seed=1))
+        echo(f"--- sample more with: {_sample_command(result)}")
 
 
 STOPPED = {"steps": "the step limit", "epochs": "the epoch limit", "time": "the time limit",
@@ -209,47 +246,45 @@ def sample(checkpoint, prime, device, novelty, corpus, cache_dir, **options):
     prime, config = _arg_text(prime), api.SampleConfig(**options).validate()
     model = api.load(checkpoint, device=device)
     training = model.training_text(corpus, cache_dir) if novelty else None   # fail early
-    out = sys.stdout
     if config.num_samples > 1:
         texts = model.generate(prime, config)
         for i, text in enumerate(texts):
-            out.write(f"--- sample {i + 1} ---\n{text}\n")
-        out.flush()
+            echo(f"--- sample {i + 1} ---\n{text}")
         _check_novelty(training, texts, prime, config)
         return
     started = []
 
     def stream(_, text):
         if not started:         # the prime goes out once generation has begun without error
-            out.write(prime)
+            echo(prime, nl=False)
             started.append(True)
-        out.write(text)
-        out.flush()
+        echo(text, nl=False)
 
     texts = model.generate(prime, config, on_text=stream)
-    out.write(("" if started else prime) + "\n")
-    out.flush()
+    echo("" if started else prime)
     _check_novelty(training, texts, prime, config)
 
 
 def _check_novelty(training, texts, prime, config):     # on stderr: stdout holds the samples
     if training is not None:
-        click.echo(training.check(texts, prime, config.stop == "\n").describe_samples(), err=True)
+        echo(training.check(texts, prime, config.stop == "\n").describe_samples(), err=True)
 
 
 @main.command(name="eval")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("textfile", type=click.Path())
-@declared_options(api.TrainConfig, only=("device", "encoding", "errors"), device="auto")
-def evaluate(checkpoint, textfile, device, encoding, errors):
+@declared_options(api.TrainConfig, only=("device", "encoding", "errors", "cache_dir"),
+                  device="auto")
+def evaluate(checkpoint, textfile, device, encoding, errors, cache_dir):
     """Loss and bits per character of the model in CHECKPOINT on TEXTFILE, read with the
-    model's training encoding unless --encoding/--errors say otherwise."""
+    model's training encoding unless --encoding/--errors say otherwise, through the token
+    cache (memory does not grow with the text)."""
     model = api.load(checkpoint, device=device)
-    result = model.evaluate_file(textfile, encoding, errors)
+    result = model.evaluate_file(textfile, encoding, errors, cache_dir)
     if result.unknown_chars:
-        click.echo(f"note: {len(result.unknown_chars)} distinct characters of the text are not "
-                   "in the model's vocabulary and count as <unk>", err=True)
-    click.echo(f"loss {result.loss:.4f} nats/char, {result.bpc:.4f} bits/char over "
+        echo(f"note: {len(result.unknown_chars)} distinct characters of the text are not "
+              "in the model's vocabulary and count as <unk>", err=True)
+    echo(f"loss {result.loss:.4f} nats/char, {result.bpc:.4f} bits/char over "
                f"{result.num_chars} characters")
 
 
@@ -296,5 +331,5 @@ def novelty(checkpoint, prime, device, corpus, cache_dir, **options):
 def info(checkpoint):
     """The configuration and metrics stored in CHECKPOINT."""
     folder, config = api.checkpoint_info(checkpoint)
-    click.echo(f"checkpoint: {folder}")
-    click.echo(json.dumps(config, indent=2))
+    echo(f"checkpoint: {folder}")
+    echo(json.dumps(config, indent=2))

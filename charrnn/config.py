@@ -17,6 +17,7 @@ from .options import option
 CELLS = ("rnn", "gru", "lstm")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SEED_MAX = 2**63 - 1
+VAL_CHARS = 120_000     # > tinyshakespeare's validation split (111,539): benchmarks compare
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 
 
@@ -88,6 +89,9 @@ class TrainConfig:
     val_fraction: float = option(0.1, "Share of the text (at its end) for validation.",
                                  low=0, high=1, low_open=True, high_open=True,
                                  on_resume=False)
+    val_chars: int = option(VAL_CHARS, "Validate on at most this many characters, the first of "
+                            "the held-out text, so that a validation's cost stays bounded "
+                            f"(default {VAL_CHARS:,}: all of tinyshakespeare's).", low=2)
     device: str = option("auto", "auto: CUDA when present, else the CPU.", choices=DEVICES)
     precision: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16, "
                             "else fp32.", choices=("auto", "fp32", "bf16"))
@@ -211,7 +215,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(name: str) -> TrainConfig:
     """A TrainConfig filled from the named preset. Raises CharRNNError for an unknown name."""
     if name not in PRESETS:
-        raise CharRNNError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+        raise CharRNNError(f"unknown preset {name!r}{options.did_you_mean(name, PRESETS)}: "
+                           f"choose one of {', '.join(PRESETS)}")
     return TrainConfig.from_dict(PRESETS[name])
 
 

@@ -32,6 +32,7 @@ class Corpus:
         self.spec = str(spec)
         self.encoding = encoding
         self.errors = errors
+        self.cr_only: list[str] = []     # files read so far whose lines end in CR alone
         try:
             codecs.lookup(encoding)
         except LookupError:
@@ -73,32 +74,102 @@ class Corpus:
                 break
         return "".join(text)[:chars]
 
+    def reading_key(self) -> bytes:
+        """What decides the text besides the bytes (the encoding, the error handling, the rule
+        that drops byte-order marks): part of the token cache's key."""
+        return f"{codecs.lookup(self.encoding).name}:{self.errors}:bom-dropped".encode()
+
     def _file_blocks(self, path: Path) -> Iterator[Block]:
-        decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
         offset = 0
         try:
             with open(path, "rb") as handle:
+                raw = handle.read(BLOCK_BYTES)
+                encoding, offset = self._encoding_of(path, raw)
+                decoder = codecs.getincrementaldecoder(encoding)(self.errors)
+                data, first = raw[offset:], True    # the byte-order mark is not text
                 while True:
-                    raw = handle.read(BLOCK_BYTES)
-                    if offset == 0 and b"\x00" in raw[:65536] and "16" not in self.encoding \
-                            and "32" not in self.encoding:
-                        raise CharRNNError(f"{path} looks like a binary file (it holds NUL bytes), "
-                                           "not text: give a text corpus")
                     buffered = len(decoder.getstate()[0])
                     try:
-                        text = decoder.decode(raw, final=not raw)
-                    except UnicodeDecodeError as err:
-                        at = offset - buffered + err.start
+                        text = decoder.decode(data, final=not raw)
+                    except UnicodeError as err:
+                        at = offset - buffered + getattr(err, "start", 0)
                         raise CharRNNError(
-                            f"{path} is not valid {self.encoding} at byte {at}: "
+                            f"{path} is not valid {encoding} at byte {at}: "
                             f"pass --encoding to name its encoding or --errors replace") from None
-                    offset += len(raw)
+                    if first and "\r" in text and "\n" not in text \
+                            and str(path) not in self.cr_only:
+                        self.cr_only.append(str(path))
+                    offset, first = offset + len(data), False
                     if text or raw:
                         yield Block(raw, text)
                     if not raw:
                         return
+                    raw = data = handle.read(BLOCK_BYTES)
         except OSError as err:
             raise CharRNNError(f"cannot read {path}: {err.strerror or err}") from None
+
+    def _encoding_of(self, path: Path, head: bytes) -> tuple[str, int]:
+        """(the codec that reads this file, the length of its byte-order mark). A byte-order
+        mark names the file's encoding when a Unicode encoding was asked for (UTF-8 by
+        default: these bytes never start valid UTF-8 text); with another encoding it is an
+        error, as are NUL bytes outside UTF-16/32 (a wide encoding without a mark, or binary).
+        """
+        named = codecs.lookup(self.encoding).name
+        bom, size = signature(head)
+        if bom and named in UNICODE:
+            return bom, size
+        if bom:
+            family = bom[:-3] if bom.endswith(("-le", "-be")) else bom
+            raise CharRNNError(f"{path} starts with a {family.upper()} byte-order mark but was "
+                               f"to be read as {self.encoding}: pass --encoding {family} (or "
+                               "leave --encoding out)")
+        wide = wide_encoding(head[:65536]) if b"\x00" in head[:65536] else None
+        if wide and wide.startswith(named):     # utf-16 named, utf-16-le found
+            return wide, 0
+        if wide:
+            raise CharRNNError(f"{path} looks like {wide.upper()} text without a byte-order "
+                               f"mark, not {self.encoding}: pass --encoding {wide}")
+        if b"\x00" in head[:65536] and not named.startswith(("utf-16", "utf-32")):
+            raise CharRNNError(f"{path} looks like a binary file (it holds NUL bytes), "
+                               "not text: give a text corpus")
+        if named in ("utf-16", "utf-32"):       # no mark, no sign of the order: Windows' LE
+            return named + "-le", 0
+        return self.encoding, 0
+
+
+# Byte-order marks, longest first (UTF-32-LE's starts with UTF-16-LE's), and the codec that
+# reads what follows each.
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"))
+UNICODE = {"utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+           "utf-32-be"}
+
+
+def signature(head: bytes) -> tuple[Optional[str], int]:
+    """(codec, length) of the byte-order mark that ``head`` starts with, or (None, 0)."""
+    for bom, codec in BOMS:
+        if head.startswith(bom):
+            return codec, len(bom)
+    return None, 0
+
+
+def wide_encoding(head: bytes) -> Optional[str]:
+    """The UTF-16/32 codec that ``head`` (text without a byte-order mark) reads as, or None:
+    its NUL bytes must all sit where the codec puts the high bytes of characters (UTF-16-LE
+    "a" is 61 00), and what it decodes to must be text (printable or whitespace)."""
+    body = head[:len(head) - len(head) % 4]
+    for codec, width, high in (("utf-32-le", 4, (1, 2, 3)), ("utf-32-be", 4, (0, 1, 2)),
+                               ("utf-16-le", 2, (1,)), ("utf-16-be", 2, (0,))):
+        zeros = [body[i::width].count(0) for i in range(width)]
+        if sum(zeros[i] for i in high) == 0 or \
+                sum(zeros[i] for i in range(width) if i not in high) > len(body) // 1000:
+            continue
+        text = body.decode(codec, "replace")
+        readable = sum((c.isprintable() or c.isspace()) and c != "\ufffd" for c in text)
+        if readable >= 0.95 * len(text):
+            return codec
+    return None
 
 
 def resolve_files(spec: str) -> list[Path]:

@@ -12,17 +12,23 @@ they never force a GPU synchronisation.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from .errors import CharRNNError
+from .errors import CharRNNError, PeerError
 from .model import Hidden, hidden_from_parts, hidden_parts
 
 T = TypeVar("T")
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+class AgreedError(CharRNNError):
+    """An error every process of a torchrun run raises at the same point, on the process it
+    came from (the others raise PeerError): they can leave the process group together."""
 
 
 @dataclass
@@ -32,6 +38,7 @@ class Context:
     local_rank: int = 0
     owns_group: bool = False                       # True when setup() created the process group
     control: Any = field(default=None, repr=False)  # CPU (gloo) group for control messages
+    error: Optional[str] = None                     # kept by ``deferred``, not yet agreed on
 
     @property
     def enabled(self) -> bool:
@@ -96,9 +103,7 @@ class Context:
                 result = fn()
             except CharRNNError as err:
                 error = str(err)
-        errors = [e for e in self.gather(error) if e is not None]
-        if errors:
-            raise CharRNNError(errors[0])
+        self._raise_any(self.gather(error))
         return result
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -113,14 +118,50 @@ class Context:
     def agree_stop(self, reason: Optional[str], own_signal: Optional[str],
                    elapsed: float) -> tuple[Optional[str], float]:
         """One stop decision and one clock for all processes: rank 0's reason (limits,
-        callback) or a signal any process received; rank 0's elapsed seconds."""
+        callback) or a signal any process received; rank 0's elapsed seconds. If a process
+        kept an error (``deferred``), every process raises it instead (see ``_raise_any``)."""
         if not self.enabled:
             return reason, elapsed
         mine = reason if self.is_main else own_signal
-        flag, elapsed = self.agree([1.0 if mine else 0.0, elapsed if self.is_main else 0.0])
+        flag, elapsed, failed = self.agree([1.0 if mine else 0.0,
+                                            elapsed if self.is_main else 0.0,
+                                            1.0 if self.error else 0.0])
+        if failed:
+            self._raise_any(self.gather(self.error))
         if not flag:
             return None, elapsed
         return next(r for r in self.gather(mine) if r), elapsed
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Around what only some processes do (rank 0's writes): under torchrun a
+        CharRNNError raised inside is kept, and the next ``agree_stop`` (or ``settle``) raises
+        it on every process, instead of this one leaving while the others wait for it in
+        their next collective. In one process it is raised at once."""
+        try:
+            yield
+        except CharRNNError as err:
+            if not self.enabled:
+                raise
+            self.error = self.error or str(err)
+
+    def settle(self) -> None:
+        """After the last ``deferred`` block: raise a kept error on every process."""
+        if self.enabled and self.agree([1.0 if self.error else 0.0])[0]:
+            self._raise_any(self.gather(self.error))
+
+    def raise_everywhere(self, message: str) -> None:
+        """An error that every process meets at the same point (a loss they all share):
+        rank 0 reports it, the others raise it quietly (PeerError)."""
+        raise (AgreedError if self.is_main else PeerError)(message)
+
+    def _raise_any(self, errors: list[Optional[str]]) -> None:
+        """Raise the first error of ``errors`` (one per process, in rank order): as
+        CharRNNError on the process it came from, which prints it, as PeerError (quiet in the
+        CLI) on the others."""
+        origin = next((rank for rank, e in enumerate(errors) if e is not None), None)
+        if origin is not None:
+            raise (AgreedError if self.rank == origin else PeerError)(errors[origin])
 
     def gather_rows(self, hidden: Optional[Hidden]) -> Optional[Hidden]:
         """Every process's hidden rows concatenated in rank order (the single-process layout),
@@ -143,15 +184,30 @@ class Context:
         rows = slice(self.rank * batch_size, (self.rank + 1) * batch_size)
         return hidden_from_parts([p[:, rows].contiguous() for p in parts])
 
-    def close(self) -> None:
-        """Leave the process group, if setup() created it."""
+    def peer_gone(self, error: BaseException) -> Optional[CharRNNError]:
+        """The one-line error for a collective that failed because another process ended
+        (gloo: its connection closed; torch's DistError), else None."""
+        text = str(error).lower()
+        if isinstance(error, CharRNNError) or not isinstance(error, RuntimeError):
+            return None
+        if isinstance(error, getattr(dist, "DistError", ())) or any(
+                words in text for words in ("connection closed", "connection reset", "gloo")):
+            return CharRNNError("another process of this torchrun run stopped (its own error, "
+                                "if it could print one, is above): this one stops too")
+        return None
+
+    def close(self, together: bool = True) -> None:
+        """Leave the process group, if setup() created it. ``together=False``: this process
+        failed alone (the others may wait in a collective): leave at once; the others'
+        collectives then fail, and torchrun ends them."""
         if self.owns_group and dist.is_initialized():
             # Leave together: a process that tears its connections down while a peer still
             # talks on them makes gloo abort that peer at exit ("terminate called ...").
-            try:
-                dist.barrier(group=self.control)
-            except RuntimeError:
-                pass      # a peer already failed; its own error is the one to report
+            if together:
+                try:
+                    dist.barrier(group=self.control)
+                except RuntimeError:
+                    pass      # a peer already failed; its own error is the one to report
             dist.destroy_process_group()
         self.owns_group = False
 

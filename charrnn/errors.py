@@ -1,4 +1,10 @@
-"""The exception types charrnn raises for problems a user can fix, and its one-line notes."""
+"""The exception types charrnn raises for problems a user can fix, and how it prints: its
+one-line notes, and output that fails (a closed pipe, a full disk) as one error."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
 import sys
 
 
@@ -18,6 +24,54 @@ class OptionError(CharRNNError):
         super().__init__(f"{name} {problem}")
 
 
+class PeerError(CharRNNError):
+    """Raised, under torchrun, on the processes that did not fail themselves when one process
+    hit an error: the message is that process's. It printed the error; these exit quietly."""
+
+
 def note(message: str) -> None:
     """Tell the user something worth knowing that is not an error: one line on stderr."""
     print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+class OutputError(Exception):
+    """Standard output failed: ``error``, the OSError; None when its reader went away
+    (``| head``), which is no error at all."""
+
+    def __init__(self, error: OSError | None = None):
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextlib.contextmanager
+def output_errors(everything: bool):
+    """A broken pipe inside the block raises OutputError(None); ``everything``: so does any
+    other OSError, as OutputError(it) (the block only prints)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno == errno.EPIPE or everything:
+            raise OutputError(None if err.errno == errno.EPIPE else err) from None
+        raise
+
+
+def echo(text: str = "", nl: bool = True, err: bool = False) -> None:
+    """Print ``text`` as it is (generated text may hold any character) to stdout (stderr with
+    ``err``) and flush. Raises OutputError when the stream cannot be written."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        stream.write(text + ("\n" if nl else ""))
+        stream.flush()
+    except OSError as error:
+        raise OutputError(None if error.errno == errno.EPIPE else error) from None
+
+
+def silence_stdout() -> None:
+    """Point standard output at the null device, as the Python docs advise after a broken
+    pipe: what is still buffered then goes nowhere at exit instead of failing again there."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):     # no file descriptor (a test runner's stream)
+        pass

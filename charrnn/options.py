@@ -9,6 +9,7 @@ one line in one place, and tests can iterate over ``declared(cls)``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from dataclasses import dataclass, field
@@ -113,6 +114,13 @@ def check_value(item: Declared, value: Any) -> None:
         return
     if item.type in (int, float) and not _within(value, spec):
         raise OptionError(name, f"must be {spec.range_text()}, got {_num(value)}")
+
+
+def did_you_mean(name: str, known) -> str:
+    """" (did you mean 'top_k'?)" for the closest of ``known`` names, as click suggests a flag
+    for a mistyped one; "" when none is close."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _within(value: float, spec: Spec) -> bool:

@@ -5,6 +5,7 @@ The loop itself is in charrnn/trainer.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +14,14 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, memory
 from .cache import cached_digest, load_ids
 from .checkpoint import load_checkpoint, load_trainer_state, read_config
 from .config import TrainConfig
 from .corpus import Corpus
+from .deadline import command_start
 from .device import warn_if_bf16_is_emulated
-from .errors import note
+from .errors import CharRNNError, note
 from .evaluate import eval_streams
 from .model import CharRNN, hidden_batch
 from .runfolder import LoopState, RunFolder, restore_rng, resumed_state
@@ -42,18 +44,33 @@ class Run:
     streams: Streams               # training: this process's rows
     val_streams: Streams           # validation: the whole held-out text, on every process
     state: LoopState
+    started: float = 0.0           # the command's start, time.monotonic() (deadline.py)
 
 
 def prepare(corpus: str, config: TrainConfig, ctx: distributed.Context,
             device: torch.device) -> Run:
-    """Build the run; raises CharRNNError for bad input (corpus, folder, checkpoint)."""
+    """Build the run; raises CharRNNError for bad input (corpus, folder, checkpoint, a run
+    too large for memory). From here the writer holds the run folder's lock (released by
+    the caller, or here on an error, which also removes a folder this run made)."""
+    started = command_start()
     source = Corpus(corpus, config.encoding, config.errors)
     config.out = str(Path(config.out) if config.out else Path("checkpoints") / source.name)
     folder = RunFolder(Path(config.out), writer=ctx.is_main)
-    # Rank 0 checks (and recovers) the run folder before the other processes look at it.
-    resume_from = ctx.leaders_first(lambda: folder.check(config), ctx.is_main)
-    if not ctx.is_main:
-        resume_from = folder.check(config)
+    try:
+        run = _build(corpus, source, config, ctx, device, folder)
+        run.started = started
+        return run
+    except BaseException:
+        folder.release(failed=True)
+        raise
+
+
+def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Context,
+           device: torch.device, folder: RunFolder) -> Run:
+    # Rank 0 locks, checks (and recovers) the run folder before the other processes look.
+    first = ctx.leaders_first(lambda: folder.check(config), ctx.is_main)
+    others = ctx.leaders_first(lambda: folder.check(config), not ctx.is_main)
+    resume_from = first if ctx.is_main else others
     if config.precision == "bf16" and ctx.is_main:
         warn_if_bf16_is_emulated(device, "training")
     if device.type == "cuda":
@@ -67,10 +84,15 @@ def prepare(corpus: str, config: TrainConfig, ctx: distributed.Context,
         state = resumed_state(saved, device)
         restore_rng(saved["rng"])
     tokenizer, ids = _shared_ids(ctx, source, tokenizer, config)
+    # Before anything large is allocated: will it fit? (Every process checks; one answer.)
+    shape = model.config if model is not None else \
+        dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size)
+    ctx.leaders_first(lambda: memory.check(shape, config.batch_size, config.seq_len, device,
+                                           _sharing(ctx, device)), True)
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
     folder.corpus_record = corpus_record(corpus, ids)    # what novelty checks find it by
     streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size)
-    val_streams = eval_streams(val_ids, config.seq_len, what="validation")
+    val_streams = _validation(val_ids, config)
 
     if model is None:
         torch.manual_seed(config.seed)
@@ -96,6 +118,19 @@ def corpus_record(corpus: str, ids: np.ndarray) -> dict:
     if not str(corpus).startswith("hf:"):
         record["corpus_path"] = os.path.abspath(os.path.expanduser(str(corpus)))
     return record
+
+
+def _validation(val_ids: np.ndarray, config: TrainConfig) -> Streams:
+    """The validation streams over the first --val-chars characters of the held-out text."""
+    if len(val_ids) > config.val_chars and config.val_chars < config.seq_len + 1:
+        raise CharRNNError(f"--val-chars {config.val_chars} is shorter than one chunk of "
+                           f"--seq-len {config.seq_len} plus one: raise --val-chars")
+    return eval_streams(val_ids[:config.val_chars], config.seq_len, what="validation")
+
+
+def _sharing(ctx: distributed.Context, device: torch.device) -> int:
+    """Processes that share this device's memory: on the CPU, torchrun's local processes."""
+    return memory.processes_per_machine() if ctx.enabled and device.type == "cpu" else 1
 
 
 def make_optimizer(model: CharRNN, config: TrainConfig, device: torch.device):

@@ -27,10 +27,10 @@ class Streams:
         self.stream_len = (len(ids) - 1) // num_streams
         if self.stream_len < seq_len:
             need = num_streams * seq_len + 1
-            raise CharRNNError(
-                f"{what} text too short: {len(ids)} chars, but {num_streams} streams x seq_len "
-                f"{seq_len} need {need}; lower --batch-size or --seq-len, or give more text"
-                + (" (or raise --val-fraction)" if what == "validation" else ""))
+            fix = "lower --seq-len, raise --val-fraction or give more text" \
+                if what == "validation" else "lower --batch-size or --seq-len, or give more text"
+            raise CharRNNError(f"{what} text too short: {len(ids)} chars, but {num_streams} "
+                               f"streams x seq_len {seq_len} need {need}; {fix}")
         self.seq_len = seq_len
         used = num_streams * self.stream_len
         rows = slice(rank * batch_size, (rank + 1) * batch_size)

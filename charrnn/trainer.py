@@ -18,10 +18,11 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from . import distributed, memory
 from .config import TrainConfig
+from .deadline import Deadline
 from .device import autocast, resolve_device
-from .errors import CharRNNError
+from .errors import CharRNNError, PeerError
 from .evaluate import LN2, evaluate
 from .model import detach
 from .progress import Bar, LossMeter, Speed
@@ -62,10 +63,31 @@ def train(corpus: str, config: TrainConfig, callback: Optional[Callback] = None)
     for bad input and for a run that diverges (nan loss or weights)."""
     config.validate()
     ctx, device = distributed.setup(resolve_device(config.device))  # under torchrun: join
+    together = False       # whether every process leaves at this point (no one waits)
     try:
-        return loop(prepare(corpus, config, ctx, device), callback)
+        run = prepare(corpus, config, ctx, device)     # the writer holds the folder's lock
+        try:
+            result = loop(run, callback)
+        except BaseException:
+            run.folder.release(failed=True)
+            raise
+        run.folder.release()
+        together = True
+        return result
+    except (distributed.AgreedError, PeerError):
+        together = True
+        raise
+    except Exception as err:
+        raise _one_line(err, ctx) from None
     finally:
-        ctx.close()
+        ctx.close(together)
+
+
+def _one_line(error: Exception, ctx: distributed.Context) -> Exception:
+    """An allocator's failure or, under torchrun, a collective that failed because another
+    process ended, as a one-line CharRNNError; any other error as it is."""
+    explained = memory.explain(error) or (ctx.peer_gone(error) if ctx.enabled else None)
+    return explained or error
 
 
 def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
@@ -75,13 +97,17 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
     _refuse_a_finished_run(run)
     losses = LossMeter(state, run.device, every_step=callback is not None)
     speed = Speed(run.streams.batch_size * config.seq_len * ctx.world_size)
-    bar, clock = Bar(config.progress and ctx.is_main), Clock(state.elapsed)
+    bar, clock, deadline = Bar(config.progress and ctx.is_main), Clock(state.elapsed), \
+        Deadline.of(run)
     model.train()
     with stop_on_signals() as stop:
         while True:
-            # Stop? A limit, a signal or the callback; under torchrun one decision for all.
-            reason = _limit_reached(config, state, run.streams.num_chunks) or stop.reason
-            stopped_by, state.elapsed = ctx.agree_stop(reason, stop.reason, clock.read())
+            # Stop? A limit (a time limit keeps time for the final validation), a signal or
+            # the callback; under torchrun one decision for all (or one error for all).
+            state.elapsed = clock.read()
+            reason = _limit_reached(config, state, run.streams.num_chunks) or \
+                deadline.reason(state.elapsed) or stop.reason
+            stopped_by, state.elapsed = ctx.agree_stop(reason, stop.reason, state.elapsed)
             if stopped_by:
                 break
             # The learning rate for this step, from the fraction of the run done.
@@ -107,27 +133,37 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
             state.step, state.next_chunk = state.step + 1, state.next_chunk + 1
             last_loss = losses.add(ctx.all_reduce_mean(loss.detach()))
             if not math.isfinite(last_loss):
-                raise CharRNNError(f"loss became {last_loss} at step {state.step}: lower --lr "
-                                   f"or --clip; {_kept(run)}")
+                ctx.raise_everywhere(f"loss became {last_loss} at step {state.step}: lower "
+                                     f"--lr or --clip; {_kept(run)}")
             # Every eval_interval steps: validate, record, save best and last.
             if state.step % config.eval_interval == 0:
-                validate_and_save(run, losses.take_mean(), speed.value)
+                with deadline.timing():
+                    validate_and_save(run, losses.take_mean(), speed.value)
             # Progress, and the callback's say.
             bar.show(progress(state.step, state.elapsed, total_steps, config.time_limit),
                      state.step, last_loss, state.val_loss, speed.tick())
             if callback and callback(state.step, {"loss": last_loss}):
                 stop.reason = "callback"
     # A run that reached its limit ends with an evaluation; a stopped one saves `last`.
-    if stopped_by in ("steps", "epochs", "time"):
-        if state.loss_count:
-            validate_and_save(run, losses.take_mean(), speed.value)
-    else:
-        losses.read()
-        save_last(run, _metrics(run))
+    _finish(run, stopped_by, losses, speed.value, deadline)
     bar.close()
     return TrainResult(run.folder.path, state.step, state.val_loss, state.val_loss / LN2,
                        state.best_val_loss, state.elapsed, stopped_by, _limits(config),
                        ctx.is_main, ctx.world_size, prime_hint(run))
+
+
+def _finish(run: Run, stopped_by: str, losses: LossMeter, chars_per_sec: float,
+            deadline: Deadline) -> None:
+    """The last evaluation of a run that reached its limit (unless no time is left for one:
+    ``Deadline.skips``), or ``last`` saved for a stopped one. Under torchrun a write that
+    failed on rank 0 fails every process here."""
+    if stopped_by in ("steps", "epochs", "time") and not deadline.skips(stopped_by):
+        if run.state.loss_count:
+            validate_and_save(run, losses.take_mean(), chars_per_sec)
+    else:
+        losses.read()
+        save_last(run, _metrics(run))
+    run.ctx.settle()
 
 
 def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> None:
@@ -139,22 +175,33 @@ def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> None
         _diverged(run, f"validation loss {state.val_loss}, training loss {train_loss}")
     _check_weights(run)      # never record or save a broken model
     record = _metrics(run, train_loss, chars_per_sec)
-    run.folder.log(record)
-    if math.isfinite(state.val_loss) and state.val_loss < state.best_val_loss:
+    best = math.isfinite(state.val_loss) and state.val_loss < state.best_val_loss
+    if best:
         state.best_val_loss = state.val_loss
-        run.folder.save("best", run.model, run.tokenizer, run.config,
-                        {**record, "best_val_loss": state.best_val_loss}, run.corpus)
-    save_last(run, record)
+    last = _last_state(run)  # (collectives first: then only rank 0 writes)
+    with ctx.deferred():     # under torchrun a failed write stops every process together
+        run.folder.log(record)
+        if best:
+            run.folder.save("best", run.model, run.tokenizer, run.config,
+                            {**record, "best_val_loss": state.best_val_loss}, run.corpus)
+        run.folder.save("last", run.model, run.tokenizer, run.config,
+                        {**record, "best_val_loss": state.best_val_loss}, run.corpus, last)
 
 
 def save_last(run: Run, record: dict) -> None:
     """Save ``last`` with everything --resume needs (every process's rows and RNG)."""
+    last = _last_state(run)
+    with run.ctx.deferred():
+        run.folder.save("last", run.model, run.tokenizer, run.config,
+                        {**record, "best_val_loss": run.state.best_val_loss}, run.corpus, last)
+
+
+def _last_state(run: Run) -> dict:
+    """trainer_state.pt's contents, every process's hidden rows and RNG gathered."""
     _check_weights(run)      # never write a broken model over a good one
     hidden = run.ctx.gather_rows(run.state.hidden)
     rng_ranks = run.ctx.gather(rng_state()) if run.ctx.enabled else None
-    state = trainer_state(run.optimizer, run.state, hidden, rng_ranks)
-    run.folder.save("last", run.model, run.tokenizer, run.config,
-                    {**record, "best_val_loss": run.state.best_val_loss}, run.corpus, state)
+    return trainer_state(run.optimizer, run.state, hidden, rng_ranks)
 
 
 class Clock:
@@ -238,8 +285,8 @@ def _check_weights(run: Run) -> None:
 
 
 def _diverged(run: Run, what: str) -> None:
-    raise CharRNNError(f"training diverged at step {run.state.step} ({what}): lower --lr or "
-                       f"--clip; {_kept(run)}")
+    run.ctx.raise_everywhere(f"training diverged at step {run.state.step} ({what}): lower "
+                             f"--lr or --clip; {_kept(run)}")
 
 
 def _kept(run: Run) -> str:

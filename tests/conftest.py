@@ -82,3 +82,26 @@ def browser():
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI in this process, and what every error through it must look like.
+
+def cli(*args, **kwargs):
+    """``charrnn ARGS...`` in this process (click's CliRunner); arguments may be paths."""
+    from click.testing import CliRunner
+    from charrnn.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+
+
+def one_line_error(result, match: str = "") -> str:
+    """The single ``error: ...`` line of a failed CLI run (no traceback), holding ``match``."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and not [l for l in lines if not l.startswith(("error: ", "note: "))], \
+        result.output
+    assert match.lower() in errors[0].lower(), errors[0]
+    return errors[0]

@@ -52,7 +52,7 @@ def test_train_sample_eval_info(corpus, tmp_path):
     (["sample", "RUN", "--length", "-5"], "--length must be in [0, 1000000000], got -5"),
     (["sample", "RUN", "--prime", "Zzz"], "never saw"),
     (["train", "CORPUS", "--out", "RUN"], "already holds a model"),
-    (["sample", "RUN", "--bogus"], "No such option"),
+    (["sample", "RUN", "--bogus"], "no such option"),
 ])
 def test_errors_are_one_line_without_traceback(trained, corpus, args, message):
     args = [str(trained) if a == "RUN" else str(corpus) if a == "CORPUS" else a for a in args]

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -107,3 +108,104 @@ def test_cuda_training_reads_the_loss_every_few_steps(tmp_path):
     assert records[1]["train_loss"] < records[0]["train_loss"] < math.log(30)
     assert result.val_loss < records[0]["train_loss"]
     assert torch.backends.cudnn.benchmark
+
+
+# ---------------------------------------------------------------------------------------------
+# One process fails, the others must not hang: every process stops within seconds, the failing
+# one's one-line error is printed once, and the exit code is non-zero. Three members run at
+# once (each a real 2-process run under torchrun).
+
+# Rank 1 runs out of memory at its 4th training step (as an allocator does): fault injection
+# through sitecustomize, which Python imports at start-up in every process that has it on the
+# path; torch's public hook API raises the error.
+OOM_ON_RANK_1 = """
+import os
+if os.environ.get("RANK") == "1":
+    import torch
+    steps = []
+
+    def hook(module, args):
+        if type(module).__name__ == "CharRNN" and module.training:
+            steps.append(1)
+            if len(steps) == 4:
+                raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                   "can't allocate memory: you tried to allocate 1 TB")
+
+    torch.nn.modules.module.register_module_forward_pre_hook(hook)
+"""
+
+# The API under torchrun: every process gets the failing process's message.
+API_SCRIPT = """
+import os
+import sys
+from charrnn import CharRNNError
+from charrnn.api import train_config, train_run
+config = train_config(sys.argv[1], sys.argv[2], "tiny", steps=3, eval_interval=3, batch_size=4,
+                      cache_dir=sys.argv[3], progress=False, device="cpu", precision="fp32")
+try:
+    train_run(sys.argv[1], config)
+except CharRNNError as err:      # one write: the two processes share the pipe
+    os.write(1, f"caught {type(err).__name__}: {err}\\n".encode())
+    sys.exit(3)
+"""
+
+
+def start_torchrun(tmp_path, name, *args, pythonpath=""):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc-per-node=2", *args], env=env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_one_process_failing_stops_every_process(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus.txt")
+    cache = tmp_path / "cache"
+    train = ["-m", "charrnn", "train", str(corpus), "--cache-dir", str(cache), "--batch-size",
+             "4", *COMMON]
+    blocked = {}
+    for name in ("cli", "api"):      # a folder where rank 0 must write metrics.jsonl
+        blocked[name] = tmp_path / name
+        (blocked[name] / "metrics.jsonl").mkdir(parents=True)
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(OOM_ON_RANK_1)
+    (tmp_path / "api.py").write_text(API_SCRIPT)
+    started = time.monotonic()
+    runs = {   # name: (process, the failing process's message, what the other one prints)
+        "rank 0 cannot write metrics.jsonl mid-run (CLI)": (
+            start_torchrun(tmp_path, "cli", *train, "--out", str(blocked["cli"]), "--steps", "6"),
+            f"error: cannot write {blocked['cli'] / 'metrics.jsonl'}: Is a directory; free disk "
+            "space or make the folder writable, then --resume", None),
+        "rank 0 cannot write metrics.jsonl at the end (API)": (
+            start_torchrun(tmp_path, "api", "api.py", str(corpus), str(blocked["api"]),
+                           str(cache)),
+            f"caught AgreedError: cannot write {blocked['api'] / 'metrics.jsonl'}: Is a "
+            "directory", "caught PeerError: cannot write"),
+        "rank 1 runs out of memory (CLI)": (
+            start_torchrun(tmp_path, "oom", *train, "--out", str(tmp_path / "oom"), "--steps",
+                           "8", pythonpath=str(tmp_path / "inject")),
+            "error: out of memory: the model, the batch or the text is too large",
+            "error: another process of this torchrun run stopped"),
+    }
+    for name, (process, failing, other) in runs.items():
+        try:
+            stdout, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"{name}: the processes hung: {process.communicate()}")
+        output = stdout + stderr
+        assert process.returncode != 0, output
+        ours = [line for line in output.splitlines() if line.startswith(("error:", "caught"))]
+        assert len([line for line in ours if line.startswith(failing)]) == 1, (name, output)
+        assert all(line.startswith(failing) or other and line.startswith(other)
+                   for line in ours), (name, output)
+        assert not [line for line in output.splitlines()
+                    if line.strip().startswith("File") and "charrnn" in line], output
+    # Three 2-process runs side by side on this machine: far less than any collective timeout.
+    assert time.monotonic() - started < 90
+    assert sorted(os.listdir(blocked["cli"])) == ["metrics.jsonl"]     # the lock is gone
+    assert not (tmp_path / "oom" / ".lock").exists()

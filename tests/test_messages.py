@@ -1,0 +1,106 @@
+"""Messages that are true and alike: the usage errors click raises itself read like every other
+error (one line starting `error:`, click's suggestion kept), the API suggests option names as
+click does, and what a message advises exists and applies."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import charrnn
+from charrnn import CharRNNError
+from charrnn.api import train_config, train_run
+from conftest import cli, one_line_error, tiny_config
+
+# (arguments, what the one line says; RUN is the trained run)
+USAGE = {
+    "unknown option": (["sample", "RUN", "--sed", "1"], "error: no such option '--sed'"),
+    "unknown option, suggestion kept": (["sample", "RUN", "--lenght", "9"], "'--length'"),
+    "unknown command": (["smaple", "RUN"], "error: no such command 'smaple'"),
+    "unknown command, suggestion kept": (["smaple", "RUN"], "'sample'"),
+    "bad value": (["sample", "RUN", "--length", "many"],
+                  "error: invalid value for '--length': 'many' is not a valid integer"),
+    "bad choice": (["train", "x.txt", "--cell", "transformer"],
+                   "error: invalid value for '--cell': 'transformer' is not one of"),
+    "missing argument": (["eval", "RUN"], "error: missing argument 'TEXTFILE'"),
+    "option without its value": (["sample", "RUN", "--temperature"],
+                                 "error: option '--temperature' requires an argument"),
+    "extra argument": (["info", "RUN", "RUN"], "error: got unexpected extra argument"),
+    "no command at all": ([], "error: give a command: train, sample, eval, info (charrnn "
+                              "--help says more)"),
+}
+
+
+def _args(args, trained):
+    return [str(trained) if a == "RUN" else a for a in args]
+
+
+@pytest.mark.parametrize("name", list(USAGE))
+def test_usage_errors_read_like_every_other_error(trained, name):
+    args, message = USAGE[name]
+    result = cli(*_args(args, trained))
+    assert result.exit_code == 2                      # a usage error, as click numbers it
+    one_line_error(result, message)
+
+
+def test_usage_errors_in_a_real_process(trained):
+    done = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(trained), "--lenght",
+                           "9"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: no such option '--lenght'. Did you mean '--length'?\n"
+
+
+def test_the_version_is_the_package_version():
+    result = cli("--version")
+    assert result.exit_code == 0 and result.output == f"charrnn, version {charrnn.__version__}\n"
+
+
+# The API's own "usage errors": a misspelt option name gets a suggestion.
+API = {
+    "generate(temprature=)": (lambda run: charrnn.load(run).generate("the", temprature=0.5),
+                              "unknown sampling option 'temprature' (did you mean "
+                              "'temperature'?): use length, temperature"),
+    "train_config(hiden_size=)": (lambda run: train_config(str(run.parent / "corpus.txt"),
+                                                           str(run), hiden_size=8),
+                                  "unknown training option 'hiden_size' (did you mean "
+                                  "'hidden_size'?)"),
+    "preset('cpu1m')": (lambda run: charrnn.preset("cpu1m"),
+                        "unknown preset 'cpu1m' (did you mean 'cpu-1m'?): choose one of"),
+    "no suggestion when nothing is close": (lambda run: charrnn.preset("zzz"),
+                                            "unknown preset 'zzz': choose one of"),
+}
+
+
+@pytest.mark.parametrize("name", list(API))
+def test_the_api_suggests_option_names(trained, name):
+    call, message = API[name]
+    with pytest.raises(CharRNNError) as raised:
+        call(trained)
+    assert str(raised.value).startswith(message), str(raised.value)
+
+
+# What a message advises must apply: validation's length does not depend on --batch-size.
+def test_a_short_validation_text_names_what_helps(corpus, tmp_path):
+    message = "validation text too short: 20 chars, but 1 streams x seq_len 32 need 33; lower " \
+              "--seq-len, raise --val-fraction or give more text"
+    text = corpus.read_text(encoding="utf-8")[:200]
+    corpus.write_text(text, encoding="utf-8")
+    with pytest.raises(CharRNNError, match=message):
+        train_run(str(corpus), tiny_config(tmp_path / "run", batch_size=1, val_fraction=0.1))
+    line = one_line_error(cli("train", corpus, "--out", tmp_path / "run", "--preset", "tiny",
+                              "--batch-size", "1", "--no-progress"), message)
+    assert "--batch-size" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_says_so(corpus, tmp_path):
+    # --lr 1e30: the loss is nan within a few steps, long before the first evaluation (step 10)
+    message = "no checkpoint was saved before (the first evaluation is at step 10)"
+    with pytest.raises(CharRNNError, match=r"lower --lr or --clip; no checkpoint was saved"):
+        train_run(str(corpus), tiny_config(tmp_path / "run", lr=1e30, grad_clip=0.0))
+    assert not (tmp_path / "run").exists()            # nothing half-made stays behind
+    one_line_error(cli("train", corpus, "--out", tmp_path / "run", "--preset", "tiny", "--lr",
+                       "1e30", "--clip", "0", "--eval-interval", "10", "--steps", "30",
+                       "--no-progress", "--cache-dir", tmp_path / "cache"), message)
+    assert not (tmp_path / "run").exists()
