@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from . import distributed
-from .cache import load_ids
+from .cache import NewChars, load_ids
 from .checkpoint import load_checkpoint, load_trainer_state, read_config
 from .config import TrainConfig
 from .corpus import Corpus
 from .device import warn_if_bf16_is_emulated
 from .errors import note
 from .evaluate import eval_streams
+from .finetune import adapted, check_source, load_source, on_new_chars
 from .model import CharRNN, hidden_batch
 from .runfolder import LoopState, RunFolder, restore_rng, resumed_state
 from .streams import Streams, split_train_val
@@ -48,6 +49,7 @@ def prepare(corpus: str, config: TrainConfig, ctx: distributed.Context,
     source = Corpus(corpus, config.encoding, config.errors)
     config.out = str(Path(config.out) if config.out else Path("checkpoints") / source.name)
     folder = RunFolder(Path(config.out), writer=ctx.is_main)
+    check_source(config)                 # --init-from must not be inside --out
     # Rank 0 checks (and recovers) the run folder before the other processes look at it.
     resume_from = ctx.leaders_first(lambda: folder.check(config), ctx.is_main)
     if not ctx.is_main:
@@ -64,15 +66,22 @@ def prepare(corpus: str, config: TrainConfig, ctx: distributed.Context,
         saved = load_trainer_state(resume_from, device)
         state = resumed_state(saved, device)
         restore_rng(saved["rng"])
-    tokenizer, ids = _shared_ids(ctx, source, tokenizer, config)
+    elif config.init_from:               # a fine-tune: the source's model and vocabulary
+        model, tokenizer = load_source(config, device, ctx.is_main)
+    tokenizer, ids = _shared_ids(ctx, source, tokenizer, config,
+                                 on_new_chars(config, resume_from is not None, ctx.is_main))
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
     streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size)
     val_streams = eval_streams(val_ids, config.seq_len, what="validation")
 
-    if model is None:
+    if resume_from is None:
         torch.manual_seed(config.seed)
         config.model.vocab_size = tokenizer.vocab_size
-        model = CharRNN(config.model).to(device)
+        if model is None:
+            model = CharRNN(config.model).to(device)
+        else:                            # fine-tune: the source's shape, grown vocabulary
+            model = adapted(model, config.model.dropout, tokenizer.vocab_size)
+            config.model = model.config
         if ctx.rank > 0:
             torch.manual_seed(config.seed + ctx.rank)   # same weights, own dropout masks
     else:
@@ -125,20 +134,21 @@ def _resumed_layout(saved: dict, state: LoopState, folder: Path, streams: Stream
 
 
 def _shared_ids(ctx: distributed.Context, source: Corpus, tokenizer: Optional[CharTokenizer],
-                config: TrainConfig) -> tuple[CharTokenizer, np.ndarray]:
+                config: TrainConfig, on_new: NewChars) -> tuple[CharTokenizer, np.ndarray]:
     """The token ids (memmap). Under torchrun the first process of each machine scans and encodes
-    (or finds) the cache while the others wait, then they map the same file."""
+    (or finds) the cache while the others wait, then they map the same file with rank 0's
+    tokenizer (its characters in id order: an extended vocabulary is not code-point order)."""
     if not ctx.enabled:
-        return load_ids(source, tokenizer, config.cache_dir, config.progress)
+        return load_ids(source, tokenizer, config.cache_dir, config.progress, on_new=on_new)
     built = ctx.leaders_first(
-        lambda: load_ids(source, tokenizer, config.cache_dir, config.progress and ctx.is_main),
-        ctx.is_local_main)
+        lambda: load_ids(source, tokenizer, config.cache_dir, config.progress and ctx.is_main,
+                         on_new=on_new), ctx.is_local_main)
     meta = ctx.broadcast((Path(built[1].filename).name, len(built[1]), built[0].chars)
                          if ctx.is_main else None)
     if built is not None:
         return built
     name, num_chars, chars = meta
-    tokenizer = tokenizer or CharTokenizer(chars)
+    tokenizer = CharTokenizer(chars, in_order=True)
     path = Path(config.cache_dir) / name
     if path.is_file() and path.stat().st_size == num_chars * np.dtype(tokenizer.dtype).itemsize:
         return tokenizer, np.memmap(path, dtype=tokenizer.dtype, mode="r", shape=(num_chars,))

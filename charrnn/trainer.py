@@ -23,6 +23,7 @@ from .config import TrainConfig
 from .device import autocast, resolve_device
 from .errors import CharRNNError
 from .evaluate import LN2, evaluate
+from .intervals import at_step, prime_hint
 from .model import detach
 from .progress import Bar, LossMeter, Speed
 from .run import Run, prepare
@@ -41,7 +42,8 @@ class TrainResult:
     val_bpc: float             # the same in bits per character
     best_val_loss: float
     elapsed: float             # training seconds, over all resumed sessions
-    stopped_by: str            # "steps", "epochs", "time", "callback" or a signal's name
+    stopped_by: str            # "steps", "epochs", "time", "early-stop", "callback" or a
+                               # signal's name
     limit: str = ""            # the limit that applied, in words ("600 s", "5000 steps")
     is_main: bool = True       # False on every process but the first under torchrun
     world_size: int = 1        # processes that trained together (torchrun)
@@ -55,9 +57,11 @@ class TrainResult:
 def train(corpus: str, config: TrainConfig, callback: Optional[Callback] = None) -> TrainResult:
     """Train a CharRNN on ``corpus`` (file, folder, glob or hf:DATASET) into ``config.out``.
 
-    ``callback(step, {"loss": ...})`` runs after every step; returning True stops training as
-    Ctrl-C does (``last`` is saved, and ``resume=True`` continues exactly). Raises CharRNNError
-    for bad input and for a run that diverges (nan loss or weights)."""
+    ``callback(step, metrics)`` runs after every step with ``{"loss": ...}``, and at an
+    evaluation also the record written to metrics.jsonl (val_loss, val_bpc, train_loss, lr,
+    ...); returning True stops training as Ctrl-C does (``last`` is saved, and ``resume=True``
+    continues exactly). Raises CharRNNError for bad input and for a run that diverges (nan loss
+    or weights)."""
     config.validate()
     ctx, device = distributed.setup(resolve_device(config.device))  # under torchrun: join
     try:
@@ -108,28 +112,40 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
                 raise CharRNNError(f"loss became {last_loss} at step {state.step}: lower --lr "
                                    f"or --clip; {_kept(run)}")
             # Every eval_interval steps: validate, record, save best and last.
-            if state.step % config.eval_interval == 0:
-                validate_and_save(run, losses.take_mean(), speed.value)
+            record = validate_and_save(run, losses.take_mean(), speed.value) \
+                if state.step % config.eval_interval == 0 else {}
+            # Every --sample-every / --save-every steps: a sample, a snapshot checkpoint.
+            at_step(run, bar, save_last)
             # Progress, and the callback's say.
             bar.show(progress(state.step, state.elapsed, total_steps, config.time_limit),
                      state.step, last_loss, state.val_loss, speed.tick())
-            if callback and callback(state.step, {"loss": last_loss}):
+            if callback and callback(state.step, {"loss": last_loss, **record}):
                 stop.reason = "callback"
     # A run that reached its limit ends with an evaluation; a stopped one saves `last`.
-    if stopped_by in ("steps", "epochs", "time"):
+    bar.close()
+    return finish(run, stopped_by, losses, speed.value)
+
+
+def finish(run: Run, stopped_by: str, losses: LossMeter, chars_per_sec: float) -> TrainResult:
+    """Once stopped: a run that reached its limit ends with an evaluation (unless it has just
+    had one); one stopped by a signal or the callback saves ``last``. The run's figures."""
+    state, config, ctx = run.state, run.config, run.ctx
+    if stopped_by in ("steps", "epochs", "time", "early-stop"):
         if state.loss_count:
-            validate_and_save(run, losses.take_mean(), speed.value)
+            validate_and_save(run, losses.take_mean(), chars_per_sec)
     else:
         losses.read()
         save_last(run, _metrics(run))
-    bar.close()
+    limit = _limits(config) if stopped_by != "early-stop" else \
+        f"{config.early_stop} evaluations without a better validation loss"
     return TrainResult(run.folder.path, state.step, state.val_loss, state.val_loss / LN2,
-                       state.best_val_loss, state.elapsed, stopped_by, _limits(config),
+                       state.best_val_loss, state.elapsed, stopped_by, limit,
                        ctx.is_main, ctx.world_size, prime_hint(run))
 
 
-def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> None:
-    """Validate, append to metrics.jsonl, save ``best`` if it is the best yet, and ``last``."""
+def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dict:
+    """Validate, append to metrics.jsonl, save ``best`` if it is the best yet, and ``last``;
+    count the evaluations since the best (--early-stop). The record written."""
     state, ctx = run.state, run.ctx
     state.val_loss = ctx.broadcast(evaluate(run.model, run.val_streams, run.device))
     run.model.train()
@@ -138,20 +154,23 @@ def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> None
     _check_weights(run)      # never record or save a broken model
     record = _metrics(run, train_loss, chars_per_sec)
     run.folder.log(record)
+    state.evals_since_best += 1
     if math.isfinite(state.val_loss) and state.val_loss < state.best_val_loss:
-        state.best_val_loss = state.val_loss
+        state.best_val_loss, state.evals_since_best = state.val_loss, 0
         run.folder.save("best", run.model, run.tokenizer, run.config,
                         {**record, "best_val_loss": state.best_val_loss}, run.corpus)
     save_last(run, record)
+    return record
 
 
-def save_last(run: Run, record: dict) -> None:
-    """Save ``last`` with everything --resume needs (every process's rows and RNG)."""
+def save_last(run: Run, record: dict, name: str = "last") -> None:
+    """Save ``last`` (or a snapshot ``name``) with everything --resume needs (every process's
+    rows and RNG)."""
     _check_weights(run)      # never write a broken model over a good one
     hidden = run.ctx.gather_rows(run.state.hidden)
     rng_ranks = run.ctx.gather(rng_state()) if run.ctx.enabled else None
     state = trainer_state(run.optimizer, run.state, hidden, rng_ranks)
-    run.folder.save("last", run.model, run.tokenizer, run.config,
+    run.folder.save(name, run.model, run.tokenizer, run.config,
                     {**record, "best_val_loss": run.state.best_val_loss}, run.corpus, state)
 
 
@@ -172,6 +191,8 @@ def _limit_reached(config: TrainConfig, state, chunks_per_epoch: int) -> Optiona
         return "epochs"
     if config.time_limit is not None and state.elapsed >= config.time_limit:
         return "time"
+    if config.early_stop is not None and state.evals_since_best >= config.early_stop:
+        return "early-stop"
     return None
 
 
@@ -186,24 +207,17 @@ def _limits(config: TrainConfig) -> str:
 def _refuse_a_finished_run(run: Run) -> None:
     """--resume on a run that already reached its limits would do nothing: say so."""
     reason = _limit_reached(run.config, run.state, run.streams.num_chunks)
+    if run.config.resume and reason == "early-stop":
+        raise CharRNNError(
+            f"the run in {run.folder.path} stopped early: {run.state.evals_since_best} "
+            "evaluations without a better validation loss; pass a larger --early-stop with "
+            "--resume to train it further")
     if run.config.resume and reason:
         raise CharRNNError(
             f"the run in {run.folder.path} already reached its limit ({_limits(run.config)}; "
             f"it trained {run.state.step} steps in {run.state.elapsed:.0f} s, counted over all "
             "its sessions): pass a larger --steps, --epochs or --time-limit with --resume to "
             "train it further")
-
-
-def prime_hint(run: Run, most: int = 12) -> str:
-    """The start of the first line of the validation text that begins with a letter: a prime
-    that the model has seen characters of, whatever the corpus."""
-    ids = run.val_streams.inputs[0, :4000]
-    text = run.tokenizer.decode(ids)
-    for line in text.splitlines()[1:]:
-        word = line.strip().split(" ")[0][:most]
-        if word[:1].isalpha():
-            return word
-    return text.strip()[:most].split("\n")[0]
 
 
 def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device):
