@@ -12,6 +12,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from charrnn.api import train_run
+from charrnn.tokenizer import CharTokenizer
 from conftest import make_corpus, tiny_config
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -106,3 +107,49 @@ def test_cuda_training_reads_the_loss_every_few_steps(tmp_path):
     assert records[1]["train_loss"] < records[0]["train_loss"] < math.log(30)
     assert result.val_loss < records[0]["train_loss"]
     assert torch.backends.cudnn.benchmark
+
+
+FINE_TUNE = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from conftest import tiny_config
+from charrnn.api import train_run
+from charrnn.tokenizer import CharTokenizer
+config = tiny_config(Path({out!r}), steps=6, batch_size=4, eval_interval=3, device="cpu",
+                     precision="fp32", init_from={source!r}, lr=0.005)
+config.cache_dir = {cache!r} + os.environ["RANK"]     # no cache shared between the ranks
+train_run({corpus!r}, config)
+"""
+
+
+def test_a_fine_tune_with_new_characters_under_torchrun_equals_one_process(tmp_path):
+    # Each rank has its own cache folder, as on two machines: rank 1 (not the leader) finds no
+    # cache and encodes with the tokenizer rank 0 sent, whose appended characters are out of
+    # code-point order. Ids that differ there would change the gradients.
+    from test_finetune import make_german
+    source = tmp_path / "source"
+    single_process(tmp_path, make_corpus(tmp_path / "en.txt"), source, 4)
+    german = make_german(tmp_path / "de.txt")
+    script = tmp_path / "fine_tune.py"
+    script.write_text(FINE_TUNE.format(tests=os.path.dirname(__file__), out=str(tmp_path / "ddp"),
+                                       source=str(source), cache=str(tmp_path / "cache-rank"),
+                                       corpus=str(german)))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=2", str(script)], env={**env, "OMP_NUM_THREADS": "1"},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("note: added") == 1                 # rank 0 alone says so
+    assert [len(list((tmp_path / f"cache-rank{r}").iterdir())) for r in (0, 1)] == [1, 1]
+    config = tiny_config(tmp_path / "one", steps=6, batch_size=8, eval_interval=3, device="cpu",
+                         precision="fp32", init_from=str(source), lr=0.005)
+    config.cache_dir = str(tmp_path / "cache")
+    train_run(str(german), config)
+    tokenizers = [(tmp_path / run / "last" / "tokenizer.json").read_text() for run in ("ddp", "one")]
+    assert tokenizers[0] == tokenizers[1]
+    chars = CharTokenizer.load(tmp_path / "ddp" / "last" / "tokenizer.json").chars
+    assert chars != sorted(chars)                                # an appended vocabulary
+    assert max_difference(tmp_path / "ddp" / "last", tmp_path / "one" / "last") < 1e-5
