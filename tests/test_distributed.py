@@ -117,7 +117,8 @@ from conftest import tiny_config
 from charrnn.api import train_run
 from charrnn.tokenizer import CharTokenizer
 config = tiny_config(Path({out!r}), steps=6, batch_size=4, eval_interval=3, device="cpu",
-                     precision="fp32", init_from={source!r}, lr=0.005)
+                     precision="fp32", init_from={source!r}, lr=0.005, sample_every=3,
+                     save_every=2, keep=2)
 config.cache_dir = {cache!r} + os.environ["RANK"]     # no cache shared between the ranks
 train_run({corpus!r}, config)
 """
@@ -145,9 +146,16 @@ def test_a_fine_tune_with_new_characters_under_torchrun_equals_one_process(tmp_p
     assert done.stderr.count("note: added") == 1                 # rank 0 alone says so
     assert [len(list((tmp_path / f"cache-rank{r}").iterdir())) for r in (0, 1)] == [1, 1]
     config = tiny_config(tmp_path / "one", steps=6, batch_size=8, eval_interval=3, device="cpu",
-                         precision="fp32", init_from=str(source), lr=0.005)
+                         precision="fp32", init_from=str(source), lr=0.005, sample_every=3,
+                         save_every=2, keep=2)
     config.cache_dir = str(tmp_path / "cache")
     train_run(str(german), config)
+    # Samples and snapshots, written once by rank 0, as one process writes them.
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        "best", "last", "metrics.jsonl", "samples.jsonl", "step-000004", "step-000006"]
+    samples = [(tmp_path / run / "samples.jsonl").read_text().splitlines() for run in ("ddp", "one")]
+    assert [json.loads(line)["step"] for line in samples[0]] == [3, 6]
+    assert max_difference(tmp_path / "ddp" / "step-000004", tmp_path / "one" / "step-000004") < 1e-5
     tokenizers = [(tmp_path / run / "last" / "tokenizer.json").read_text() for run in ("ddp", "one")]
     assert tokenizers[0] == tokenizers[1]
     chars = CharTokenizer.load(tmp_path / "ddp" / "last" / "tokenizer.json").chars
