@@ -118,54 +118,64 @@ def german_play(chars):
     return "".join(parts)
 
 
-def _run(corpus, seconds, out, cache, init_from=None, lr_scale=None, device="cpu"):
-    """60 s (or ``seconds``) of preset cpu-1m: from scratch, or a fine-tune of ``init_from``
-    at the preset's rate times ``lr_scale`` (default: charrnn's fine-tune default)."""
+def _run(corpus, seconds, out, cache, init_from=None, lr_scale=None, device="cpu", steps=None):
+    """Preset cpu-1m for ``seconds`` (or ``steps``): from scratch, or a fine-tune of
+    ``init_from`` at the preset's rate times ``lr_scale`` (default: charrnn's fine-tune rate)."""
     from charrnn.api import train_run
     from charrnn.config import preset
 
     config = preset("cpu-1m", fine_tune=init_from is not None)
     if init_from is not None and lr_scale is not None:
         config.lr = preset("cpu-1m").lr * float(lr_scale)
-    config.time_limit, config.steps, config.epochs = float(seconds), None, None
+    config.time_limit, config.steps, config.epochs = (None, steps, None) if steps else \
+        (float(seconds), None, None)
     config.device, config.progress, config.out, config.cache_dir = device, False, out, cache
     config.init_from = init_from
     return train_run(corpus, config)
 
 
 def finetune(corpus, seconds, device="cpu", lr_scales=""):
-    """A model trained ``seconds`` on ``corpus``, fine-tuned ``seconds`` on the generated German
-    play, against ``seconds`` from scratch on it: validation losses on the play (nats/char),
-    the characters the vocabulary gained, and the base model's loss on ``corpus``'s validation
-    text (its last 10%) before and after the fine-tune (forgetting). ``lr_scales``:
-    comma-separated rate factors to fine-tune with besides the default (a sweep)."""
+    """A model trained ``seconds`` on ``corpus``, fine-tuned on a German text (``new_corpus``)
+    against training on it from scratch: for ``seconds`` each, and for the steps the base model
+    reached in its ``seconds`` each (the same compute whatever else the machine runs). Figures:
+    validation losses on the German text (nats/char), steps, the characters the vocabulary
+    gained, and forgetting: the loss on ``corpus``'s validation text (its last 10%) before and
+    after the timed fine-tune. ``lr_scales``: comma-separated rate factors for more
+    fine-tunes of the base's steps (a sweep; their loss on the old text too)."""
     import charrnn
     from charrnn.config import FINE_TUNE_LR_SCALE
 
     text = Path(corpus).read_text(encoding="utf-8")
     old_val = text[len(text) - int(len(text) * 0.1):]
     with tempfile.TemporaryDirectory() as tmp:
-        play = Path(tmp) / "german.txt"
+        german = Path(tmp) / "german.txt"
         new_text, source = new_corpus()
-        play.write_text(new_text, encoding="utf-8")
+        german.write_text(new_text, encoding="utf-8")
         base = _run(corpus, seconds, f"{tmp}/base", f"{tmp}/cache", device=device)
         before = charrnn.load(f"{tmp}/base", device="cpu")
-        tuned, sweep = {}, {}
-        for scale in [FINE_TUNE_LR_SCALE] + [float(s) for s in lr_scales.split(",") if s]:
-            result = _run(str(play), seconds, f"{tmp}/ft{scale}", f"{tmp}/cache", f"{tmp}/base",
-                          scale, device)
-            sweep[str(scale)] = {"val_loss": result.val_loss, "steps": result.step}
-            tuned.setdefault("result", result)
-        scratch = _run(str(play), seconds, f"{tmp}/scratch", f"{tmp}/cache", device=device)
-        after = charrnn.load(f"{tmp}/ft{FINE_TUNE_LR_SCALE}", device="cpu")
-        return {"finetune_val_loss": tuned["result"].val_loss, "finetune_steps": tuned["result"].step,
-                "scratch_val_loss": scratch.val_loss, "scratch_steps": scratch.step,
-                "base_val_loss": base.val_loss, "base_steps": base.step,
+        runs = {"finetune": _run(str(german), seconds, f"{tmp}/ft", f"{tmp}/cache",
+                                 f"{tmp}/base", device=device),
+                "scratch": _run(str(german), seconds, f"{tmp}/scratch", f"{tmp}/cache",
+                                device=device),
+                "finetune_same_steps": _run(str(german), 0, f"{tmp}/ft-steps", f"{tmp}/cache",
+                                            f"{tmp}/base", device=device, steps=base.step),
+                "scratch_same_steps": _run(str(german), 0, f"{tmp}/scratch-steps",
+                                           f"{tmp}/cache", device=device, steps=base.step)}
+        after = charrnn.load(f"{tmp}/ft", device="cpu")
+        sweep = {}
+        for scale in [float(s) for s in lr_scales.split(",") if s]:
+            result = _run(str(german), 0, f"{tmp}/ft{scale}", f"{tmp}/cache", f"{tmp}/base",
+                          scale, device, steps=base.step)
+            sweep[str(scale)] = {"val_loss": result.val_loss, "old_val_after": charrnn.load(
+                f"{tmp}/ft{scale}", device="cpu").evaluate(old_val)[0]}
+        figures = {f"{name}_{key}": value for name, run in runs.items()
+                   for key, value in (("val_loss", run.val_loss), ("steps", run.step),
+                                      ("seconds", run.elapsed))}
+        return {**figures, "base_val_loss": base.val_loss, "base_steps": base.step,
                 "added_chars": after.tokenizer.chars[len(before.tokenizer.chars):],
                 "old_val_before": before.evaluate(old_val)[0],
-                "old_val_after": after.evaluate(old_val)[0],
-                "lr_scale": FINE_TUNE_LR_SCALE, "sweep": sweep, "new_corpus": source,
-                "new_corpus_chars": len(new_text)}
+                "old_val_after": after.evaluate(old_val)[0], "lr_scale": FINE_TUNE_LR_SCALE,
+                "sweep": sweep, "new_corpus": source, "new_corpus_chars": len(new_text)}
 
 
 def quality_plain(corpus, seconds, device="cpu"):

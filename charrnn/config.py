@@ -181,8 +181,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# A fine-tune starts from trained weights: its default peak rate is the preset's times this
-# (measured on tinyshakespeare -> a German text, 60 s each: bench/RESULTS.md).
+# A fine-tune starts from trained weights: its default peak rate is the preset's times this.
+# Measured (bench/TRIED.md, cpu-1m, tinyshakespeare -> German, 900 steps): the full rate learns
+# the new text best (1.356 nats/char) but forgets most of the old (3.41 from 1.58); x0.5: 1.383
+# and 3.17; x0.25: 1.453 and 2.98, no better than a fresh run (1.456). x0.5 is the compromise.
 FINE_TUNE_LR_SCALE = 0.5
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import typing
 from dataclasses import dataclass
@@ -177,10 +178,17 @@ class RunFolder:
         return sorted(found, key=lambda name: int(name[len(SNAPSHOT):]))
 
     def prune_snapshots(self, keep: Optional[int]) -> None:
-        """Delete all but the newest ``keep`` snapshots (None: keep them all)."""
+        """Delete all but the newest ``keep`` snapshots (None: keep them all). Each is renamed
+        to a temporary name first: a kill while deleting leaves no half checkpoint, only a
+        leftover that ``recover`` removes."""
         if self.writer and keep is not None:
             for name in self.snapshots()[:-keep]:
-                shutil.rmtree(self.path / name, ignore_errors=True)
+                doomed = self.path / f"{files.TMP}{name}-{os.getpid()}"
+                try:
+                    os.rename(self.path / name, doomed)
+                except OSError:
+                    continue          # gone already, or not ours to remove
+                shutil.rmtree(doomed, ignore_errors=True)
 
     def _trim_metrics(self, step: int, name: str = "metrics.jsonl") -> None:
         path = self.path / name
