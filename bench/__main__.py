@@ -79,6 +79,24 @@ def main() -> None:
         rows.append(("val loss after 10 min (nats/char)", long["val_loss"], 1.427,
                      1.427 / long["val_loss"], "<= 1.38", long["val_loss"] <= 1.38))
 
+    print(f"fine-tuning: {short}s on the corpus, then on a German text, against training on "
+          f"it from scratch ({short}s each, and the base's steps each)", flush=True)
+    tuned = run_section("finetune", corpus, short, args.device)
+    figures["finetune"] = tuned
+    wins = tuned["finetune_same_steps_val_loss"] < tuned["scratch_same_steps_val_loss"]
+    rows.append((f"fine-tune vs scratch on German (+{len(tuned['added_chars'])} chars), "
+                 f"{tuned['base_steps']} steps each: val loss",
+                 tuned["finetune_same_steps_val_loss"], tuned["scratch_same_steps_val_loss"],
+                 tuned["scratch_same_steps_val_loss"] / tuned["finetune_same_steps_val_loss"],
+                 "fine-tune lower", wins))
+    rows.append((f"  same, {short}s each (steps {tuned['finetune_steps']} / "
+                 f"{tuned['scratch_steps']})", tuned["finetune_val_loss"],
+                 tuned["scratch_val_loss"], tuned["scratch_val_loss"] / tuned["finetune_val_loss"],
+                 "-", True))
+    rows.append(("  forgetting: corpus val loss before / after the fine-tune",
+                 f"{tuned['old_val_before']:.3f} / {tuned['old_val_after']:.3f}", None, None, "-",
+                 True))
+
     print("training speed, LSTM 2x512, batch 64, seq 128", flush=True)
     steps = 8 if quick else 30
     ours = run_section("speed", steps, args.device)
@@ -172,7 +190,12 @@ def write_results(args, corpus, table, figures, seconds) -> None:
             f"Date: {time.strftime('%Y-%m-%d %H:%M')}.\n\n{table}\n\n"
             f"Baselines: the plain loop in bench/baseline.py (val loss at 10 min: the measured "
             f"anchor 1.427 of the plain LSTM 2x512 loop); sampling baseline calls nn.LSTM once "
-            f"per character; encoding baseline is tokenizers' encode_batch over lines.\n\n"
+            f"per character; encoding baseline is tokenizers' encode_batch over lines; the "
+            f"fine-tuning rows' baseline is the same preset (cpu-1m) from scratch on the German "
+            f"text (bench/section.py new_corpus: {figures['finetune']['new_corpus']}), with as "
+            f"many steps as the base model made in its time (a busy machine's speed varies) and "
+            f"for the same time; forgetting is the fine-tuned model's loss on the corpus's last "
+            f"10% (Model.evaluate) before and after.\n\n"
             f"Commands (run from the repository root):\n\n```\n{commands}\n```\n")
     tried = HERE / "TRIED.md"
     if tried.exists():

@@ -11,6 +11,7 @@ imports the training stack when it is called.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
@@ -37,9 +38,9 @@ if TYPE_CHECKING:
     from .report import ReportSummary
     from .trainer import TrainResult
 
-__all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_info", "preset",
-           "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig", "ReportConfig", "NoveltyConfig",
-           "declared", "plot_runs", "__version__"]
+__all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_info",
+           "last_sample", "preset", "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig",
+           "ReportConfig", "NoveltyConfig", "declared", "plot_runs", "__version__"]
 
 
 @dataclass
@@ -198,6 +199,26 @@ def checkpoint_info(path: Union[str, Path]) -> tuple[Path, dict]:
     return folder, read_config(folder)
 
 
+def last_sample(checkpoint: Union[str, Path]) -> Optional[dict]:
+    """The last record of samples.jsonl in the run folder that holds the checkpoint folder
+    ``checkpoint`` (best/, last/ or a snapshot; see ``checkpoint_info``), or None: the sample
+    taken at the latest --sample-every step (keys step, val_loss, prime, temperature, seed,
+    text). Lines cut short by a crash are skipped."""
+    path = Path(checkpoint).parent / "samples.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("text"), str):
+            return record
+    return None
+
+
 def train(corpus: str, config: Optional[TrainConfig] = None,
           callback: Optional[Callable[[int, dict], bool]] = None) -> Model:
     """Train on ``corpus`` (file, folder, glob or hf:DATASET); the best model, loaded.
@@ -240,8 +261,13 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
     """The configuration of a run: the preset (``auto``: gpu-3m on CUDA, else cpu-10m) or,
     with ``resume``, the run's saved settings, with ``options`` (TrainConfig's and
     ModelConfig's fields; None means not given) on top. A step or epoch limit given without
-    a time limit replaces the preset's time limit. Raises CharRNNError (OptionError)."""
+    a time limit replaces the preset's time limit. With ``init_from`` (a fine-tune) the preset
+    gives its training settings at a lower rate (``preset(fine_tune=True)``) and the shape
+    comes from the source. Raises CharRNNError (OptionError) for a bad value, and for
+    ``init_from`` with ``resume`` or with a shape option."""
     given = {k: v for k, v in options.items() if v is not None}
+    if given.get("init_from"):
+        _check_fine_tune(given, resume)
     out = Path(out) if out else Path("checkpoints") / Corpus(corpus).name
     model_fields = {item.name: item for item in declared(ModelConfig)}
     if resume:
@@ -255,7 +281,7 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
         if preset_name == "auto":
             device = resolve_device(given.get("device", "auto"))
             preset_name = "gpu-3m" if device.type == "cuda" else "cpu-10m"
-        config = preset(preset_name)
+        config = preset(preset_name, fine_tune=bool(given.get("init_from")))
     for key, value in given.items():
         target = config.model if key in model_fields else config
         if not hasattr(target, key):
@@ -267,3 +293,15 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
         config.time_limit = None     # the limit the user gives is the one that holds
     config.out, config.resume = str(out), resume
     return config.validate()
+
+
+def _check_fine_tune(given: dict, resume: bool) -> None:
+    """A fine-tune takes its shape from the source and starts a new run."""
+    if resume:
+        raise CharRNNError("--init-from starts a new run from another model and --resume "
+                           "continues this one: drop one of them")
+    shape = [item.name for item in declared(ModelConfig)
+             if item.spec.cli and item.name != "dropout" and item.name in given]
+    if shape:
+        raise OptionError(shape[0], "comes from the --init-from model (its shape cannot "
+                                    "change): drop it; dropout and the training settings can")

@@ -92,6 +92,8 @@ def _note_line_ends(corpus: Corpus) -> None:
 
 
 def tokenizer_digest(tokenizer: CharTokenizer) -> str:
+    """A hash of the character -> id map: the same characters in another id order (an extended
+    vocabulary) give another cache file."""
     return hashlib.blake2b(json.dumps(tokenizer.vocab, sort_keys=True).encode(),
                            digest_size=8).hexdigest()
 
@@ -102,17 +104,27 @@ def cached_digest(ids: np.memmap) -> str:
     return Path(ids.filename).name.split("-")[0]
 
 
+NewChars = Callable[[CharTokenizer, list], CharTokenizer]
+
+
 def load_ids(corpus: Corpus, tokenizer: Optional[CharTokenizer], cache_dir: str | Path,
              progress: bool = False, workers: Optional[int] = None,
-             info: Optional[Scan] = None) -> tuple[CharTokenizer, np.memmap]:
+             info: Optional[Scan] = None, on_new: Optional[NewChars] = None
+             ) -> tuple[CharTokenizer, np.memmap]:
     """Ids of the whole corpus (read-only memmap) and the tokenizer that made them.
 
-    With ``tokenizer=None`` one is built from the corpus's characters; ``info``: the corpus's
+    With ``tokenizer=None`` one is built from the corpus's characters. With a tokenizer and
+    ``on_new``, ``on_new(tokenizer, chars)`` is called when the corpus holds characters
+    (sorted) outside its vocabulary, and returns the tokenizer to encode with (an extended one,
+    or the same, which maps them to <unk>) or raises CharRNNError. ``info``: the corpus's
     ``scan``, if the caller made it already.
     """
     info = info or scan(corpus, progress, workers)
     if tokenizer is None:
         tokenizer = CharTokenizer.from_counts(info.counts)
+    elif on_new is not None:
+        new = sorted(set(map(chr, np.flatnonzero(info.counts))) - set(tokenizer.chars))
+        tokenizer = on_new(tokenizer, new) if new else tokenizer
     cache_dir = Path(cache_dir)
     path = cache_dir / f"{info.digest}-{tokenizer_digest(tokenizer)}.{np.dtype(tokenizer.dtype).name}"
     if not (path.exists() and path.stat().st_size == info.num_chars * np.dtype(tokenizer.dtype).itemsize):
@@ -201,9 +213,10 @@ def _scan_file(task) -> tuple[bytes, np.ndarray, np.ndarray, int, int, list]:
 
 
 def _encode_file(task) -> int:
-    """Worker: encode one file into its slice of the (pre-sized) id file; the ids written."""
+    """Worker: encode one file into its slice of the (pre-sized) id file; the ids written.
+    ``chars`` is the tokenizer's ``chars`` in id order."""
     path, encoding, errors, chars, out, offset, expected = task
-    tokenizer = CharTokenizer(chars)
+    tokenizer = CharTokenizer(chars, in_order=True)     # the ids of the caller's tokenizer
     with open(out, "r+b") as handle:
         handle.seek(offset * np.dtype(tokenizer.dtype).itemsize)
         written = _write_ids(Corpus(_spec(path), encoding, errors).blocks(), tokenizer, handle,

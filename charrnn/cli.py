@@ -193,12 +193,13 @@ def train(corpus, preset_name, sample_length, out, resume, **options):
 
 
 STOPPED = {"steps": "the step limit", "epochs": "the epoch limit", "time": "the time limit",
-           "callback": "the callback"}
+           "early-stop": "early stopping", "callback": "the callback"}
 
 
 def _summary(result) -> str:
     why = f"stopped by {STOPPED.get(result.stopped_by, result.stopped_by)}" + \
-        (f" ({result.limit})" if result.stopped_by in ("steps", "epochs", "time") else "")
+        (f" ({result.limit})" if result.stopped_by in ("steps", "epochs", "time", "early-stop")
+         else "")
     if result.val_loss == result.val_loss:      # not nan: there was an evaluation
         return (f"step {result.step}: val loss {result.val_loss:.4f} nats/char, "
                 f"{result.val_bpc:.4f} bits/char (best {result.best_val_loss:.4f}) after "
@@ -333,3 +334,7 @@ def info(checkpoint):
     folder, config = api.checkpoint_info(checkpoint)
     echo(f"checkpoint: {folder}")
     echo(json.dumps(config, indent=2))
+    sample = api.last_sample(folder)
+    if sample:
+        echo(f"last sample (step {sample.get('step')}, prime {sample.get('prime')!r}, "
+             f"temperature {sample.get('temperature')}):\n{sample.get('text', '')}")

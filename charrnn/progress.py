@@ -3,6 +3,7 @@ only now and then, the speed in characters per second, and the progress bar (tqd
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Optional
 
@@ -83,6 +84,12 @@ class Bar:
         self.bar.set_postfix_str(f"step {step} loss {loss:.3f} val bpc {val_bpc} "
                                  f"{speed:,.0f} chars/s", refresh=False)
         self.bar.update(0)
+
+    def write(self, text: str, most: int = 160) -> None:
+        """A line (its first ``most`` characters) above the bar, on the bar's stream (stderr:
+        stdout stays for results), when the bar is shown."""
+        if not self.bar.disable:
+            tqdm.write(text[:most], file=sys.stderr)
 
     def close(self) -> None:
         """Leave the bar on the screen as it stands."""

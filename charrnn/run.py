@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import distributed, memory
-from .cache import cached_digest, load_ids
+from .cache import NewChars, cached_digest, load_ids
 from .checkpoint import load_checkpoint, load_trainer_state, read_config
 from .config import TrainConfig
 from .corpus import Corpus
@@ -23,6 +23,7 @@ from .deadline import command_start
 from .device import warn_if_bf16_is_emulated
 from .errors import CharRNNError, note
 from .evaluate import eval_streams
+from .finetune import adapted, check_source, load_source, on_new_chars
 from .model import CharRNN, hidden_batch
 from .runfolder import LoopState, RunFolder, restore_rng, resumed_state
 from .streams import Streams, split_train_val
@@ -56,6 +57,7 @@ def prepare(corpus: str, config: TrainConfig, ctx: distributed.Context,
     source = Corpus(corpus, config.encoding, config.errors)
     config.out = str(Path(config.out) if config.out else Path("checkpoints") / source.name)
     folder = RunFolder(Path(config.out), writer=ctx.is_main)
+    check_source(config)                 # --init-from must not be inside --out
     try:
         run = _build(corpus, source, config, ctx, device, folder)
         run.started = started
@@ -83,10 +85,13 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
         saved = load_trainer_state(resume_from, device)
         state = resumed_state(saved, device)
         restore_rng(saved["rng"])
-    tokenizer, ids = _shared_ids(ctx, source, tokenizer, config)
+    elif config.init_from:               # a fine-tune: the source's model and vocabulary
+        model, tokenizer = load_source(config, device, ctx.is_main)
+    tokenizer, ids = _shared_ids(ctx, source, tokenizer, config,
+                                 on_new_chars(config, resume_from is not None, ctx.is_main))
     # Before anything large is allocated: will it fit? (Every process checks; one answer.)
-    shape = model.config if model is not None else \
-        dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size)
+    shape = dataclasses.replace(model.config if model is not None else config.model,
+                                vocab_size=tokenizer.vocab_size)
     ctx.leaders_first(lambda: memory.check(shape, config.batch_size, config.seq_len, device,
                                            _sharing(ctx, device)), True)
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
@@ -94,10 +99,14 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
     streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size)
     val_streams = _validation(val_ids, config)
 
-    if model is None:
+    if resume_from is None:
         torch.manual_seed(config.seed)
         config.model.vocab_size = tokenizer.vocab_size
-        model = CharRNN(config.model).to(device)
+        if model is None:
+            model = CharRNN(config.model).to(device)
+        else:                            # fine-tune: the source's shape, grown vocabulary
+            model = adapted(model, config.model.dropout, tokenizer.vocab_size)
+            config.model = model.config
         if ctx.rank > 0:
             torch.manual_seed(config.seed + ctx.rank)   # same weights, own dropout masks
     else:
@@ -172,20 +181,21 @@ def _resumed_layout(saved: dict, state: LoopState, folder: Path, streams: Stream
 
 
 def _shared_ids(ctx: distributed.Context, source: Corpus, tokenizer: Optional[CharTokenizer],
-                config: TrainConfig) -> tuple[CharTokenizer, np.ndarray]:
+                config: TrainConfig, on_new: NewChars) -> tuple[CharTokenizer, np.ndarray]:
     """The token ids (memmap). Under torchrun the first process of each machine scans and encodes
-    (or finds) the cache while the others wait, then they map the same file."""
+    (or finds) the cache while the others wait, then they map the same file with rank 0's
+    tokenizer (its characters in id order: an extended vocabulary is not code-point order)."""
     if not ctx.enabled:
-        return load_ids(source, tokenizer, config.cache_dir, config.progress)
+        return load_ids(source, tokenizer, config.cache_dir, config.progress, on_new=on_new)
     built = ctx.leaders_first(
-        lambda: load_ids(source, tokenizer, config.cache_dir, config.progress and ctx.is_main),
-        ctx.is_local_main)
+        lambda: load_ids(source, tokenizer, config.cache_dir, config.progress and ctx.is_main,
+                         on_new=on_new), ctx.is_local_main)
     meta = ctx.broadcast((Path(built[1].filename).name, len(built[1]), built[0].chars)
                          if ctx.is_main else None)
     if built is not None:
         return built
     name, num_chars, chars = meta
-    tokenizer = tokenizer or CharTokenizer(chars)
+    tokenizer = CharTokenizer(chars, in_order=True)
     path = Path(config.cache_dir) / name
     if path.is_file() and path.stat().st_size == num_chars * np.dtype(tokenizer.dtype).itemsize:
         return tokenizer, np.memmap(path, dtype=tokenizer.dtype, mode="r", shape=(num_chars,))

@@ -4,6 +4,8 @@
     OUT/last/        the latest checkpoint, with trainer_state.pt (see ``LoopState``)
     OUT/metrics.jsonl  one JSON line per evaluation
     OUT/.lock          while a run trains into OUT: its process id (see ``RunFolder.lock``)
+    OUT/samples.jsonl  one JSON line per sample taken while training (--sample-every)
+    OUT/step-001000/   snapshot checkpoints (--save-every), the newest --keep of them
 
 Only the writer process (rank 0 under torchrun) writes; on the others every write is a no-op,
 so the training loop reads the same with one process or many.
@@ -36,6 +38,13 @@ try:
     import fcntl       # POSIX: the kernel drops a flock when its process dies, however it dies
 except ImportError:    # Windows: the lock file's process id decides whether it is stale
     fcntl = None
+SAMPLES = "samples.jsonl"
+SNAPSHOT = "step-"
+
+
+def snapshot_name(step: int) -> str:
+    """The folder of the snapshot taken at ``step``: step-001000 (wider past a million)."""
+    return f"{SNAPSHOT}{step:06d}"
 
 
 @dataclass
@@ -50,6 +59,7 @@ class LoopState:
     val_loss: float = math.nan
     loss_sum: float = 0.0           # training loss summed since the last evaluation
     loss_count: int = 0
+    evals_since_best: int = 0       # evaluations since the best validation loss (--early-stop)
     hidden: Optional[Hidden] = None
 
     def to_dict(self) -> dict:
@@ -177,9 +187,10 @@ class RunFolder:
         if not self.writer:
             return
         if overwrite and resumed_step is None:
-            for name in ("best", "last"):
+            for name in ("best", "last", *self.snapshots()):
                 shutil.rmtree(self.path / name, ignore_errors=True)
             (self.path / "metrics.jsonl").unlink(missing_ok=True)
+            (self.path / SAMPLES).unlink(missing_ok=True)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -187,12 +198,14 @@ class RunFolder:
                                "another --out") from None
         if resumed_step is not None:
             self._trim_metrics(resumed_step)
+            self._trim_metrics(resumed_step, SAMPLES)
 
-    def log(self, record: dict) -> None:
-        """Append one evaluation's record to metrics.jsonl. Raises CharRNNError."""
+    def log(self, record: dict, name: str = "metrics.jsonl") -> None:
+        """Append one record (an evaluation's; a sample's to samples.jsonl) to the JSON lines
+        file ``name``. Raises CharRNNError."""
         if not self.writer:
             return
-        path = self.path / "metrics.jsonl"
+        path = self.path / name
         try:
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -208,8 +221,29 @@ class RunFolder:
             save_checkpoint(self.path / name, model, tokenizer,
                             {**saved, **self.corpus_record}, state)
 
-    def _trim_metrics(self, step: int) -> None:
-        path = self.path / "metrics.jsonl"
+    def snapshots(self) -> list[str]:
+        """The snapshot folders (step-NNNNNN), oldest first."""
+        if not self.path.is_dir():
+            return []
+        found = [p.name for p in self.path.iterdir() if p.name.startswith(SNAPSHOT)
+                 and p.name[len(SNAPSHOT):].isdigit() and p.is_dir()]
+        return sorted(found, key=lambda name: int(name[len(SNAPSHOT):]))
+
+    def prune_snapshots(self, keep: Optional[int]) -> None:
+        """Delete all but the newest ``keep`` snapshots (None: keep them all). Each is renamed
+        to a temporary name first: a kill while deleting leaves no half checkpoint, only a
+        leftover that ``recover`` removes."""
+        if self.writer and keep is not None:
+            for name in self.snapshots()[:-keep]:
+                doomed = self.path / f"{files.TMP}{name}-{os.getpid()}"
+                try:
+                    os.rename(self.path / name, doomed)
+                except OSError:
+                    continue          # gone already, or not ours to remove
+                shutil.rmtree(doomed, ignore_errors=True)
+
+    def _trim_metrics(self, step: int, name: str = "metrics.jsonl") -> None:
+        path = self.path / name
         try:
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         except OSError:

@@ -1,7 +1,12 @@
 """Stage 2: a character-level tokenizer, stored as a standard ``tokenizers`` tokenizer.json.
 
 Id 0 is the unknown-character token; ids 1.. are the corpus's distinct characters in code-point
-order. ``tokenizers.Tokenizer.from_file`` loads the saved file and gives the same ids; charrnn
+order, followed, in a vocabulary extended for fine-tuning (``extended``), by the characters added
+later, so every old character keeps its id. The id order is explicit: tokenizer.json holds it, and
+everything that rebuilds a tokenizer (the loader, the parallel encoding workers, the processes of
+a torchrun run) takes ``chars`` in that order with ``in_order=True``; a tokenizer.json written
+before 0.2 is in code-point order and loads as it did.
+``tokenizers.Tokenizer.from_file`` loads the saved file and gives the same ids; charrnn
 itself encodes with a numpy lookup table, which is two orders of magnitude faster than the
 tokenizer's own per-character path and gives identical ids (tests/test_tokenizer.py).
 """
@@ -21,10 +26,17 @@ UNK_ID = 0
 
 
 class CharTokenizer:
-    def __init__(self, chars: Iterable[str]):
-        self.chars = sorted(set(chars))
-        if any(len(c) != 1 for c in self.chars):
+    """``CharTokenizer(chars)``: ids 1.. for the distinct ``chars`` in code-point order;
+    ``CharTokenizer(chars, in_order=True)``: ids 1.. for ``chars`` as given (id order, e.g.
+    ``tokenizer.chars``). Raises CharRNNError for a string that is not one character, or for a
+    character given twice in order."""
+
+    def __init__(self, chars: Iterable[str], in_order: bool = False):
+        self.chars = list(chars) if in_order else sorted(set(chars))
+        if any(not isinstance(c, str) or len(c) != 1 for c in self.chars):
             raise CharRNNError("a character tokenizer needs single characters")
+        if len(set(self.chars)) != len(self.chars):
+            raise CharRNNError("a character tokenizer needs each character once")
         self.vocab = {UNK: UNK_ID, **{c: i + 1 for i, c in enumerate(self.chars)}}
         codepoints = np.array([ord(c) for c in self.chars], dtype=np.int64)
         self._max_cp = int(codepoints.max()) if len(codepoints) else 0
@@ -59,6 +71,12 @@ class CharTokenizer:
     def unknown_chars(self, text: str) -> list[str]:
         return sorted(set(text) - set(self.chars))
 
+    def extended(self, chars: Iterable[str]) -> "CharTokenizer":
+        """This vocabulary with the characters of ``chars`` it lacks appended (in code-point
+        order): every old character keeps its id, the new ones get ids vocab_size, ..."""
+        known = set(self.chars)
+        return CharTokenizer(self.chars + sorted(set(chars) - known), in_order=True)
+
     def to_tokenizers(self) -> Tokenizer:
         tokenizer = Tokenizer(models.WordLevel(self.vocab, unk_token=UNK))
         # Every code point is its own piece; WordLevel then maps it to its id (or <unk>).
@@ -82,11 +100,12 @@ class CharTokenizer:
         if kind != "WordLevel" or vocab.get(UNK) != UNK_ID or any(len(c) != 1 for c in chars):
             raise CharRNNError(f"{path} is not a charrnn character tokenizer: restore the "
                            "checkpoint's own tokenizer.json or train again")
-        tokenizer = cls(chars)
-        if tokenizer.vocab != vocab:
-            raise CharRNNError(f"{path}: ids are not in code-point order (the file was edited): "
+        # The ids give the order (code-point order in files before 0.2, then appended ones).
+        ids = list(vocab.values())
+        if not all(type(i) is int for i in ids) or sorted(ids) != list(range(len(ids))):
+            raise CharRNNError(f"{path}: the ids are not 0, 1, 2, ... (the file was edited): "
                            "restore the checkpoint's own tokenizer.json")
-        return tokenizer
+        return cls(sorted(chars, key=vocab.__getitem__), in_order=True)
 
 
 def codepoints_of(text: str) -> np.ndarray:

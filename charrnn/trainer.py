@@ -4,8 +4,9 @@ best/last checkpoints, exact resume.
 
 ``loop`` reads top to bottom; ``bench/baseline.py`` is the same algorithm as a plain loop with
 none of the run-folder, resume or multi-process care. What the loop uses lives beside it:
-run.py builds the run, schedule.py is the learning rate, runfolder.py writes the run folder,
-evaluate.py validates, progress.py reports, signals.py stops, distributed.py joins processes.
+run.py builds the run, schedule.py is the learning rate, saving.py validates and saves
+(runfolder.py is the folder), intervals.py samples and snapshots, deadline.py keeps a time
+limit, progress.py reports, signals.py stops, distributed.py joins processes.
 """
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from .config import TrainConfig
 from .deadline import Deadline
 from .device import autocast, resolve_device
 from .errors import CharRNNError, PeerError
-from .evaluate import LN2, evaluate
+from .evaluate import LN2
+from .intervals import at_step, prime_hint
 from .model import detach
 from .progress import Bar, LossMeter, Speed
 from .run import Run, prepare
-from .runfolder import trainer_state, rng_state
+from .saving import finish, kept, validate_and_save
 from .schedule import learning_rate, planned_steps, progress
 from .signals import stop_on_signals
 
@@ -43,7 +45,8 @@ class TrainResult:
     val_bpc: float             # the same in bits per character
     best_val_loss: float
     elapsed: float             # training seconds, over all resumed sessions
-    stopped_by: str            # "steps", "epochs", "time", "callback" or a signal's name
+    stopped_by: str            # "steps", "epochs", "time", "early-stop", "callback" or a
+                               # signal's name
     limit: str = ""            # the limit that applied, in words ("600 s", "5000 steps")
     is_main: bool = True       # False on every process but the first under torchrun
     world_size: int = 1        # processes that trained together (torchrun)
@@ -58,9 +61,11 @@ class TrainResult:
 def train(corpus: str, config: TrainConfig, callback: Optional[Callback] = None) -> TrainResult:
     """Train a CharRNN on ``corpus`` (file, folder, glob or hf:DATASET) into ``config.out``.
 
-    ``callback(step, {"loss": ...})`` runs after every step; returning True stops training as
-    Ctrl-C does (``last`` is saved, and ``resume=True`` continues exactly). Raises CharRNNError
-    for bad input and for a run that diverges (nan loss or weights)."""
+    ``callback(step, metrics)`` runs after every step with ``{"loss": ...}``, and at an
+    evaluation also the record written to metrics.jsonl (val_loss, val_bpc, train_loss, lr,
+    ...); returning True stops training as Ctrl-C does (``last`` is saved, and ``resume=True``
+    continues exactly). Raises CharRNNError for bad input and for a run that diverges (nan loss
+    or weights)."""
     config.validate()
     ctx, device = distributed.setup(resolve_device(config.device))  # under torchrun: join
     together = False       # whether every process leaves at this point (no one waits)
@@ -134,74 +139,32 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
             last_loss = losses.add(ctx.all_reduce_mean(loss.detach()))
             if not math.isfinite(last_loss):
                 ctx.raise_everywhere(f"loss became {last_loss} at step {state.step}: lower "
-                                     f"--lr or --clip; {_kept(run)}")
+                                     f"--lr or --clip; {kept(run)}")
             # Every eval_interval steps: validate, record, save best and last.
+            record = {}
             if state.step % config.eval_interval == 0:
                 with deadline.timing():
-                    validate_and_save(run, losses.take_mean(), speed.value)
+                    record = validate_and_save(run, losses.take_mean(), speed.value)
+            # Every --sample-every / --save-every steps: a sample, a snapshot checkpoint.
+            at_step(run, bar)
             # Progress, and the callback's say.
             bar.show(progress(state.step, state.elapsed, total_steps, config.time_limit),
                      state.step, last_loss, state.val_loss, speed.tick())
-            if callback and callback(state.step, {"loss": last_loss}):
+            if callback and callback(state.step, {"loss": last_loss, **record}):
                 stop.reason = "callback"
     # A run that reached its limit ends with an evaluation; a stopped one saves `last`.
-    _finish(run, stopped_by, losses, speed.value, deadline)
+    finish(run, stopped_by, losses, speed.value, deadline.skips(stopped_by))
     bar.close()
+    return _result(run, stopped_by)
+
+
+def _result(run: Run, stopped_by: str) -> TrainResult:
+    state, config = run.state, run.config
+    limit = _limits(config) if stopped_by != "early-stop" else \
+        f"{config.early_stop} evaluations without a better validation loss"
     return TrainResult(run.folder.path, state.step, state.val_loss, state.val_loss / LN2,
-                       state.best_val_loss, state.elapsed, stopped_by, _limits(config),
-                       ctx.is_main, ctx.world_size, prime_hint(run))
-
-
-def _finish(run: Run, stopped_by: str, losses: LossMeter, chars_per_sec: float,
-            deadline: Deadline) -> None:
-    """The last evaluation of a run that reached its limit (unless no time is left for one:
-    ``Deadline.skips``), or ``last`` saved for a stopped one. Under torchrun a write that
-    failed on rank 0 fails every process here."""
-    if stopped_by in ("steps", "epochs", "time") and not deadline.skips(stopped_by):
-        if run.state.loss_count:
-            validate_and_save(run, losses.take_mean(), chars_per_sec)
-    else:
-        losses.read()
-        save_last(run, _metrics(run))
-    run.ctx.settle()
-
-
-def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> None:
-    """Validate, append to metrics.jsonl, save ``best`` if it is the best yet, and ``last``."""
-    state, ctx = run.state, run.ctx
-    state.val_loss = ctx.broadcast(evaluate(run.model, run.val_streams, run.device))
-    run.model.train()
-    if not (math.isfinite(state.val_loss) and math.isfinite(train_loss)):
-        _diverged(run, f"validation loss {state.val_loss}, training loss {train_loss}")
-    _check_weights(run)      # never record or save a broken model
-    record = _metrics(run, train_loss, chars_per_sec)
-    best = math.isfinite(state.val_loss) and state.val_loss < state.best_val_loss
-    if best:
-        state.best_val_loss = state.val_loss
-    last = _last_state(run)  # (collectives first: then only rank 0 writes)
-    with ctx.deferred():     # under torchrun a failed write stops every process together
-        run.folder.log(record)
-        if best:
-            run.folder.save("best", run.model, run.tokenizer, run.config,
-                            {**record, "best_val_loss": state.best_val_loss}, run.corpus)
-        run.folder.save("last", run.model, run.tokenizer, run.config,
-                        {**record, "best_val_loss": state.best_val_loss}, run.corpus, last)
-
-
-def save_last(run: Run, record: dict) -> None:
-    """Save ``last`` with everything --resume needs (every process's rows and RNG)."""
-    last = _last_state(run)
-    with run.ctx.deferred():
-        run.folder.save("last", run.model, run.tokenizer, run.config,
-                        {**record, "best_val_loss": run.state.best_val_loss}, run.corpus, last)
-
-
-def _last_state(run: Run) -> dict:
-    """trainer_state.pt's contents, every process's hidden rows and RNG gathered."""
-    _check_weights(run)      # never write a broken model over a good one
-    hidden = run.ctx.gather_rows(run.state.hidden)
-    rng_ranks = run.ctx.gather(rng_state()) if run.ctx.enabled else None
-    return trainer_state(run.optimizer, run.state, hidden, rng_ranks)
+                       state.best_val_loss, state.elapsed, stopped_by, limit, run.ctx.is_main,
+                       run.ctx.world_size, prime_hint(run))
 
 
 class Clock:
@@ -222,6 +185,8 @@ def _limit_reached(config: TrainConfig, state, chunks_per_epoch: int) -> Optiona
         return "epochs"
     if config.time_limit is not None and state.elapsed >= config.time_limit:
         return "time"
+    if config.early_stop is not None and state.evals_since_best >= config.early_stop:
+        return "early-stop"
     return None
 
 
@@ -236,6 +201,11 @@ def _limits(config: TrainConfig) -> str:
 def _refuse_a_finished_run(run: Run) -> None:
     """--resume on a run that already reached its limits would do nothing: say so."""
     reason = _limit_reached(run.config, run.state, run.streams.num_chunks)
+    if run.config.resume and reason == "early-stop":
+        raise CharRNNError(
+            f"the run in {run.folder.path} stopped early: {run.state.evals_since_best} "
+            "evaluations without a better validation loss; pass a larger --early-stop with "
+            "--resume to train it further")
     if run.config.resume and reason:
         raise CharRNNError(
             f"the run in {run.folder.path} already reached its limit ({_limits(run.config)}; "
@@ -244,53 +214,7 @@ def _refuse_a_finished_run(run: Run) -> None:
             "train it further")
 
 
-def prime_hint(run: Run, most: int = 12) -> str:
-    """The start of the first line of the validation text that begins with a letter: a prime
-    that the model has seen characters of, whatever the corpus."""
-    ids = run.val_streams.inputs[0, :4000]
-    text = run.tokenizer.decode(ids)
-    for line in text.splitlines()[1:]:
-        word = line.strip().split(" ")[0][:most]
-        if word[:1].isalpha():
-            return word
-    return text.strip()[:most].split("\n")[0]
-
-
 def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device):
     if device.type == "cuda":   # pinned pages: the copies below run asynchronously
         batch = tuple(t.pin_memory() for t in batch)
     return tuple(t.to(device, non_blocking=True) for t in batch)
-
-
-def _metrics(run: Run, train_loss: Optional[float] = None, chars_per_sec: float = 0.0) -> dict:
-    state = run.state
-    if train_loss is None:       # a checkpoint between evaluations (a signal, the callback)
-        return {"step": state.step, "elapsed": round(state.elapsed, 2),
-                "val_loss": state.val_loss}
-    done = progress(state.step, state.elapsed,
-                    planned_steps(run.config.steps, run.config.epochs, run.streams.num_chunks),
-                    run.config.time_limit)
-    return {"step": state.step, "epoch": round(state.step / run.streams.num_chunks, 4),
-            "elapsed": round(state.elapsed, 2), "train_loss": round(train_loss, 5),
-            "val_loss": round(state.val_loss, 5), "val_bpc": round(state.val_loss / LN2, 5),
-            "lr": learning_rate(state.step, done, run.config.lr, run.config.warmup_steps,
-                                run.config.min_lr_ratio),
-            "chars_per_sec": round(chars_per_sec, 1)}
-
-
-def _check_weights(run: Run) -> None:
-    finite = torch.stack([torch.isfinite(p).all() for p in run.model.parameters()]).all()
-    if not bool(finite):
-        _diverged(run, "the weights hold nan or inf")
-
-
-def _diverged(run: Run, what: str) -> None:
-    run.ctx.raise_everywhere(f"training diverged at step {run.state.step} ({what}): lower "
-                             f"--lr or --clip; {_kept(run)}")
-
-
-def _kept(run: Run) -> str:
-    if run.folder.has_checkpoint:
-        return f"the last good checkpoint in {run.folder.path} is kept"
-    return f"no checkpoint was saved before (the first evaluation is at step " \
-           f"{run.config.eval_interval})"

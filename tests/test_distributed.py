@@ -13,6 +13,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from charrnn.api import train_run
+from charrnn.tokenizer import CharTokenizer
 from conftest import make_corpus, tiny_config
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -209,3 +210,57 @@ def test_one_process_failing_stops_every_process(tmp_path):
     assert time.monotonic() - started < 90
     assert sorted(os.listdir(blocked["cli"])) == ["metrics.jsonl"]     # the lock is gone
     assert not (tmp_path / "oom" / ".lock").exists()
+
+
+FINE_TUNE = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from conftest import tiny_config
+from charrnn.api import train_run
+from charrnn.tokenizer import CharTokenizer
+config = tiny_config(Path({out!r}), steps=6, batch_size=4, eval_interval=3, device="cpu",
+                     precision="fp32", init_from={source!r}, lr=0.005, sample_every=3,
+                     save_every=2, keep=2)
+config.cache_dir = {cache!r} + os.environ["RANK"]     # no cache shared between the ranks
+train_run({corpus!r}, config)
+"""
+
+
+def test_a_fine_tune_with_new_characters_under_torchrun_equals_one_process(tmp_path):
+    # Each rank has its own cache folder, as on two machines: rank 1 (not the leader) finds no
+    # cache and encodes with the tokenizer rank 0 sent, whose appended characters are out of
+    # code-point order. Ids that differ there would change the gradients.
+    from test_finetune import make_german
+    source = tmp_path / "source"
+    single_process(tmp_path, make_corpus(tmp_path / "en.txt"), source, 4)
+    german = make_german(tmp_path / "de.txt")
+    script = tmp_path / "fine_tune.py"
+    script.write_text(FINE_TUNE.format(tests=os.path.dirname(__file__), out=str(tmp_path / "ddp"),
+                                       source=str(source), cache=str(tmp_path / "cache-rank"),
+                                       corpus=str(german)))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=2", str(script)], env={**env, "OMP_NUM_THREADS": "1"},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("note: added") == 1                 # rank 0 alone says so
+    assert [len(list((tmp_path / f"cache-rank{r}").iterdir())) for r in (0, 1)] == [1, 1]
+    config = tiny_config(tmp_path / "one", steps=6, batch_size=8, eval_interval=3, device="cpu",
+                         precision="fp32", init_from=str(source), lr=0.005, sample_every=3,
+                         save_every=2, keep=2)
+    config.cache_dir = str(tmp_path / "cache")
+    train_run(str(german), config)
+    # Samples and snapshots, written once by rank 0, as one process writes them.
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        "best", "last", "metrics.jsonl", "samples.jsonl", "step-000004", "step-000006"]
+    samples = [(tmp_path / run / "samples.jsonl").read_text().splitlines() for run in ("ddp", "one")]
+    assert [json.loads(line)["step"] for line in samples[0]] == [3, 6]
+    assert max_difference(tmp_path / "ddp" / "step-000004", tmp_path / "one" / "step-000004") < 1e-5
+    tokenizers = [(tmp_path / run / "last" / "tokenizer.json").read_text() for run in ("ddp", "one")]
+    assert tokenizers[0] == tokenizers[1]
+    chars = CharTokenizer.load(tmp_path / "ddp" / "last" / "tokenizer.json").chars
+    assert chars != sorted(chars)                                # an appended vocabulary
+    assert max_difference(tmp_path / "ddp" / "last", tmp_path / "one" / "last") < 1e-5

@@ -19,7 +19,12 @@ SHORTER = [("--time-limit 30m", "--time-limit 3s --preset tiny"), ("--steps 5000
            ("--hidden-size 512", "--hidden-size 16 --preset tiny --sample-length 20"),
            ("--length 300", "--length 40"), ("mymodel --resume", "mymodel --resume --steps 2000"), ('charrnn.preset("cpu-1m")', 'charrnn.preset("tiny")'),
            ("data/shakespeare.txt --out report.html", "corpus.txt --out report.html --max-chars 500"),
-           ("-n 100", "-n 4 --length 60")]
+           ("-n 100", "-n 4 --length 60"),
+           ("--time-limit 5m", "--steps 4 --eval-interval 2 --sample-length 20"),
+           ("--resume --time-limit 10m", "--resume --steps 8 --sample-length 20"),
+           ("--sample-every 500 --save-every 1000 --keep 3",
+            "--sample-every 2 --save-every 2 --keep 3 --steps 6 --eval-interval 2"),
+           ("step-001000", "step-000004")]
 NOT_RUN = ("hf:",)      # needs the Hugging Face hub, which tests never reach (test_corpus.py
                         # loads a dataset from local files instead)
 OTHER_TOOLS = {"--nproc-per-node", "--standalone", "--nnodes", "--rdzv-backend",
@@ -58,6 +63,8 @@ def world(tmp_path, monkeypatch):
     for i in range(2):
         make_corpus(Path(f"books/{i}.txt"), chars=8_000, seed=i)
     make_corpus(Path("other.txt"), chars=3_000, seed=9)
+    Path("letters.txt").write_text("Liebe Grüße aus München! Schöne Tage, Ärger und Glück.\n"
+                                   * 300, encoding="utf-8")      # characters new to the model
     result = CliRunner().invoke(main, ["train", "corpus.txt", "--out", "checkpoints/shakespeare",
                                        "--preset", "tiny", "--steps", "20", "--no-progress",
                                        "--sample-length", "0"])

@@ -55,3 +55,45 @@ def test_loading_a_foreign_tokenizer_is_a_clear_error(tmp_path):
     path.write_text('{"model": {"type": "BPE", "vocab": {"ab": 0}}}')
     with pytest.raises(CharRNNError, match="not a charrnn character tokenizer"):
         CharTokenizer.load(path)
+
+
+def test_an_extended_vocabulary_keeps_every_old_id_and_appends_the_new_characters():
+    old = CharTokenizer("cab\n")
+    new = old.extended("zäb\n")
+    assert new.chars == ["\n", "a", "b", "c", "z", "ä"]         # appended in code-point order
+    assert all(new.vocab[c] == i for c, i in old.vocab.items())
+    assert new.encode("abzä").tolist() == [2, 3, 5, 6]
+    assert new.encode("abzä").tolist() == new.to_tokenizers().encode("abzä").ids
+    assert old.extended("abc").chars == old.chars
+
+
+def test_the_id_order_is_saved_and_read_back_by_every_reader(tmp_path):
+    # Ids out of code-point order: only the saved order gives them back.
+    tokenizer = CharTokenizer("zyx", in_order=True)
+    assert tokenizer.vocab == {"<unk>": 0, "z": 1, "y": 2, "x": 3}
+    tokenizer.save(tmp_path / "tokenizer.json")
+    again = CharTokenizer.load(tmp_path / "tokenizer.json")
+    assert again.chars == ["z", "y", "x"]
+    assert again.encode("xyz").tolist() == [3, 2, 1]
+    assert Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode("xyz").ids == [3, 2, 1]
+
+
+def test_a_character_given_twice_in_order_is_refused():
+    with pytest.raises(CharRNNError, match="each character once"):
+        CharTokenizer("aba", in_order=True)
+
+
+def test_a_tokenizer_file_with_a_gap_in_its_ids_is_refused(tmp_path):
+    tokenizer = CharTokenizer("ab")
+    tokenizer.save(tmp_path / "tokenizer.json")
+    text = (tmp_path / "tokenizer.json").read_text(encoding="utf-8")
+    (tmp_path / "tokenizer.json").write_text(text.replace('"b": 2', '"b": 7'), encoding="utf-8")
+    with pytest.raises(CharRNNError, match="the ids are not 0, 1, 2"):
+        CharTokenizer.load(tmp_path / "tokenizer.json")
+
+
+def test_extending_across_256_ids_widens_the_id_type():
+    old = CharTokenizer(chr(c) for c in range(0x100, 0x100 + 255))      # 256 ids with <unk>
+    new = old.extended("äöü")
+    assert (old.dtype, new.dtype) == (np.uint8, np.uint16)
+    assert new.encode("ü" + chr(0x100)).tolist() == [258, 1]
