@@ -25,7 +25,8 @@ from .errors import CharRNNError, note
 from .evaluate import eval_streams
 from .finetune import adapted, check_source, load_source, on_new_chars
 from .model import CharRNN, hidden_batch
-from .runfolder import LoopState, RunFolder, restore_rng, resumed_state
+from .resume import LoopState, restore_rng, resumed_state
+from .runfolder import RunFolder
 from .streams import Streams, split_train_val
 from .tokenizer import CharTokenizer
 

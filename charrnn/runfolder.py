@@ -1,7 +1,7 @@
-"""A training run's folder and what an exact resume needs:
+"""A training run's folder:
 
     OUT/best/        the checkpoint with the lowest validation loss
-    OUT/last/        the latest checkpoint, with trainer_state.pt (see ``LoopState``)
+    OUT/last/        the latest checkpoint, with trainer_state.pt (charrnn/resume.py)
     OUT/metrics.jsonl  one JSON line per evaluation
     OUT/.lock          while a run trains into OUT: its process id (see ``RunFolder.lock``)
     OUT/samples.jsonl  one JSON line per sample taken while training (--sample-every)
@@ -12,24 +12,18 @@ so the training loop reads the same with one process or many.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import shutil
 import socket
-import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-
-import torch
 
 from . import files
 from .checkpoint import checkpoint_config, recover, save_checkpoint
 from .config import TrainConfig
 from .errors import CharRNNError
-from .model import CharRNN, Hidden, hidden_from_parts, hidden_parts
+from .model import CharRNN
 from .tokenizer import CharTokenizer
 
 UNWRITABLE = "free disk space or make the folder writable, then --resume"
@@ -45,70 +39,6 @@ SNAPSHOT = "step-"
 def snapshot_name(step: int) -> str:
     """The folder of the snapshot taken at ``step``: step-001000 (wider past a million)."""
     return f"{SNAPSHOT}{step:06d}"
-
-
-@dataclass
-class LoopState:
-    """Everything beyond model and optimizer that an exact resume needs; saved in
-    trainer_state.pt as ``loop`` (every field but ``hidden``, which is saved as tensors)."""
-    step: int = 0                   # optimizer steps taken
-    next_chunk: int = 0             # index of the next chunk of the current epoch
-    epoch: int = 0
-    elapsed: float = 0.0            # training seconds so far, over all resumed sessions
-    best_val_loss: float = math.inf
-    val_loss: float = math.nan
-    loss_sum: float = 0.0           # training loss summed since the last evaluation
-    loss_count: int = 0
-    evals_since_best: int = 0       # evaluations since the best validation loss (--early-stop)
-    hidden: Optional[Hidden] = None
-
-    def to_dict(self) -> dict:
-        """Every field but ``hidden``, as plain numbers (for trainer_state.pt's ``loop``)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "hidden"}
-
-    @classmethod
-    def from_dict(cls, loop: dict, hidden: Optional[Hidden] = None) -> "LoopState":
-        """From ``to_dict``'s output (charrnn 0.1.0 called ``next_chunk`` ``chunk``)."""
-        loop = {("next_chunk" if k == "chunk" else k): v for k, v in loop.items()}
-        hints = typing.get_type_hints(cls)
-        values = {f.name: hints[f.name](loop[f.name]) for f in dataclasses.fields(cls)
-                  if f.name in loop and f.name != "hidden"}
-        return cls(**values, hidden=hidden)
-
-
-def rng_state() -> dict:
-    """The CPU (and CUDA) random generators' states: dropout masks resume where they were."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    """Put back the generators' states saved by ``rng_state``."""
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def trainer_state(optimizer: torch.optim.Optimizer, state: LoopState,
-                  hidden: Optional[Hidden], rng_ranks: Optional[list] = None) -> dict:
-    """The contents of trainer_state.pt (tensors and plain containers only)."""
-    saved = {"optimizer": optimizer.state_dict(), "loop": state.to_dict(), "rng": rng_state()}
-    if hidden is not None:
-        saved["hidden"] = hidden_parts(hidden)
-    if rng_ranks is not None:
-        saved["rng_ranks"] = rng_ranks
-    return saved
-
-
-def resumed_state(saved: dict, device: torch.device) -> LoopState:
-    """The LoopState in a loaded trainer_state.pt, its hidden state on ``device``."""
-    hidden = saved.get("hidden")
-    if hidden is not None:
-        hidden = hidden_from_parts([h.to(device) for h in hidden])
-    return LoopState.from_dict(saved["loop"], hidden)
 
 
 class RunFolder:

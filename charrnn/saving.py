@@ -15,7 +15,7 @@ import torch
 
 from .evaluate import LN2, evaluate
 from .run import Run
-from .runfolder import rng_state, trainer_state
+from .resume import rng_state, trainer_state
 from .schedule import learning_rate, planned_steps, progress
 
 LIMITS = ("steps", "epochs", "time", "early-stop")   # stop reasons that end with a validation

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from charrnn.progress import LOSS_READ_EVERY, LossMeter
-from charrnn.runfolder import LoopState
+from charrnn.resume import LoopState
 
 
 def _feed(meter, state, losses):
