@@ -255,7 +255,8 @@ def test_a_fine_tune_with_new_characters_under_torchrun_equals_one_process(tmp_p
     train_run(str(german), config)
     # Samples and snapshots, written once by rank 0, as one process writes them.
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "best", "last", "metrics.jsonl", "samples.jsonl", "step-000004", "step-000006"]
+        "best", "last", "loss.png", "metrics.jsonl", "samples.jsonl", "step-000004",
+        "step-000006"]
     samples = [(tmp_path / run / "samples.jsonl").read_text().splitlines() for run in ("ddp", "one")]
     assert [json.loads(line)["step"] for line in samples[0]] == [3, 6]
     assert max_difference(tmp_path / "ddp" / "step-000004", tmp_path / "one" / "step-000004") < 1e-5

@@ -123,8 +123,9 @@ def test_snapshots_are_full_checkpoints_and_only_the_newest_are_kept(corpus, tmp
     train_run(str(corpus), tiny_config(tmp_path / "run", steps=12, eval_interval=6,
                                        save_every=3, keep=2))
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["best", "last", "metrics.jsonl",
-                                                      "step-000009", "step-000012"]
+    assert sorted(p.name for p in run.iterdir()) == ["best", "last", "loss.png",
+                                                      "metrics.jsonl", "step-000009",
+                                                      "step-000012"]
     assert sorted(p.name for p in (run / "step-000009").iterdir()) == [
         "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"]
     a, b = weights(run / "step-000012"), weights(run / "last")
@@ -145,7 +146,7 @@ def test_overwrite_clears_snapshots_and_samples(corpus, tmp_path):
     train_run(str(corpus), tiny_config(tmp_path / "run", steps=4, save_every=2,
                                        sample_every=2))
     train_run(str(corpus), tiny_config(tmp_path / "run", steps=3, overwrite=True))
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best", "last",
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best", "last", "loss.png",
                                                                     "metrics.jsonl"]
 
 

