@@ -16,7 +16,16 @@ setup(
         "click>=8.0",
         "numpy>=1.22",
         "safetensors>=0.4",
+        # charrnn serve (imported only when serving)
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        # charrnn export (imported only when exporting): torch.onnx's exporter and the check
+        "onnx>=1.16",
+        "onnxscript>=0.3",
+        "onnxruntime>=1.18",
     ],
-    extras_require={"dev": ["pytest>=7", "hypothesis>=6", "selenium>=4.20"]},
+    package_data={"charrnn": ["playground.html"]},
+    extras_require={"dev": ["pytest>=7", "hypothesis>=6", "selenium>=4.20",
+                            "httpx>=0.27"]},   # httpx: Starlette's TestClient
     entry_points={"console_scripts": ["charrnn=charrnn.cli:main"]},
 )

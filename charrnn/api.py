@@ -13,26 +13,28 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
 import torch
 
 from .checkpoint import find_checkpoint, load_checkpoint, read_config, saved_train_config
-from .config import PRESETS, ModelConfig, SampleConfig, TrainConfig, preset
+from .config import (PRESETS, ExportConfig, ModelConfig, SampleConfig, ServeConfig, TrainConfig,
+                     preset)
 from .corpus import Corpus
 from .device import resolve_device, warn_if_bf16_is_emulated
 from .errors import CharRNNError, OptionError
 from .evaluate import LN2, eval_streams, evaluate
 from .model import CharRNN
 from .options import declared
-from .sampler import generate
+from .sampler import generate, stream
 from .tokenizer import CharTokenizer
 
 if TYPE_CHECKING:
     from .trainer import TrainResult
 
 __all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_info", "preset",
-           "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig", "declared"]
+           "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig", "declared", "serve",
+           "ServeConfig", "ExportConfig"]
 
 
 @dataclass
@@ -63,6 +65,31 @@ class Model:
         or a config is given. ``on_text(sample, text)`` receives characters as they come.
         Raises CharRNNError for an option out of range or a prime the model cannot read."""
         asked_for_list = config is not None or "num_samples" in options or "n" in options
+        texts = generate(self.net, self.tokenizer, prime, self._sample_config(config, options),
+                         on_text)
+        return texts if asked_for_list else texts[0]
+
+    def stream(self, prime: str = "", config: Optional[SampleConfig] = None,
+               **options: Any) -> Iterator[str]:
+        """One sample as it is generated: an iterator of text pieces, ``prime`` first, then
+        the characters as they come; ``"".join`` of it is what ``generate`` returns with the
+        same options and seed (the same engine makes both). Options as for ``generate``
+        (num_samples must be 1). Raises CharRNNError for an option out of range or a prime the
+        model cannot read."""
+        return stream(self.net, self.tokenizer, prime, self._sample_config(config, options))
+
+    def export(self, out: Union[str, Path], format: str = "onnx", force: bool = False):
+        """Write the model to the folder ``out`` in ``format`` (onnx: model.onnx, tokenizer.json,
+        charrnn.json; see charrnn/export.py) after checking it against PyTorch; returns the
+        parity figures (an export.Parity: max_logit_diff, max_tv). Raises CharRNNError when
+        parity is out of tolerance (nothing is written unless ``force``) or ``out`` holds
+        something else."""
+        settings = ExportConfig(out=str(out), format=format, force=force).validate()
+        # Imported here: loading and sampling must not pay for torch.onnx and onnxruntime.
+        from .export import export_onnx
+        return export_onnx(self.net, self.tokenizer, Path(settings.out), settings.force)
+
+    def _sample_config(self, config: Optional[SampleConfig], options: dict) -> SampleConfig:
         if "n" in options:
             options["num_samples"] = options.pop("n")
         unknown = set(options) - {f.name for f in dataclasses.fields(SampleConfig)}
@@ -72,8 +99,7 @@ class Model:
         config = dataclasses.replace(config or SampleConfig(), **options)
         if config.precision == "bf16":
             warn_if_bf16_is_emulated(self.device, "sampling")
-        texts = generate(self.net, self.tokenizer, prime, config, on_text)
-        return texts if asked_for_list else texts[0]
+        return config
 
     def evaluate(self, text: str, seq_len: int = 256) -> tuple[float, float]:
         """(loss in nats per character, bits per character) of predicting ``text``, hidden
@@ -160,3 +186,23 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
         config.time_limit = None     # the limit the user gives is the one that holds
     config.out, config.resume = str(out), resume
     return config.validate()
+
+
+def serve(checkpoint: Union[str, Path], settings: Optional[ServeConfig] = None,
+          ready: Callable[[str], None] = print) -> None:
+    """Serve the model in ``checkpoint`` over HTTP until SIGINT or SIGTERM (charrnn/serve.py,
+    charrnn/server.py); ``ready(url)`` is called once it listens (port 0: a free port).
+    Raises CharRNNError for a bad setting or checkpoint, or an address it cannot bind."""
+    settings = (settings or ServeConfig()).validate()
+    folder, _ = checkpoint_info(checkpoint)
+    device = resolve_device(settings.device)
+    if settings.precision == "bf16":
+        warn_if_bf16_is_emulated(device, "sampling")
+    net, tokenizer, config = load_checkpoint(folder, device)
+    # Imported here, not above: `import charrnn` must not load FastAPI and uvicorn.
+    from .server import run
+    try:
+        run(net, tokenizer, {"folder": str(folder), "config": config}, settings, ready)
+    except OSError as err:
+        raise CharRNNError(f"cannot listen on {settings.host}:{settings.port}: "
+                           f"{err.strerror or err}; choose another --port (0: any free one)")

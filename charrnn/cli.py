@@ -249,3 +249,33 @@ def info(checkpoint):
     folder, config = api.checkpoint_info(checkpoint)
     click.echo(f"checkpoint: {folder}")
     click.echo(json.dumps(config, indent=2))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@declared_options(api.ServeConfig, defaults=True)
+def serve(checkpoint, **options):
+    """Serve the model in CHECKPOINT over HTTP: a JSON and streaming API (/v1/generate, /docs)
+    and a playground page at /. Ctrl-C (or SIGTERM) ends the open streams and stops."""
+    settings = api.ServeConfig(**options).validate()
+
+    def ready(url):
+        click.echo(f"serving {checkpoint} at {url} (API: {url}docs; Ctrl-C stops)")
+        sys.stdout.flush()
+
+    api.serve(checkpoint, settings, ready)
+    click.echo("stopped")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@declared_options(api.ExportConfig, defaults=True)
+def export(checkpoint, out, format, force):
+    """Export the model in CHECKPOINT (its one-step function, tokenizer and sampling defaults)
+    to the folder --out, after checking it against PyTorch over 1000 characters."""
+    api.ExportConfig(out=out, format=format, force=force).validate()
+    parity = api.load(checkpoint, device="cpu").export(out, format, force)
+    click.echo(parity)
+    if not parity.ok:
+        click.echo("warning: kept although parity is out of tolerance (--force)", err=True)
+    click.echo(f"wrote {out}")

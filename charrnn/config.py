@@ -145,6 +145,45 @@ class SampleConfig:
 SampleOptions = SampleConfig     # the name before 0.2
 
 
+@dataclass
+class ServeConfig:
+    """How ``charrnn serve`` serves a model over HTTP (charrnn/serve.py)."""
+    host: str = option("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).")
+    port: int = option(8000, "Port to listen on (0: a free one; the port bound is printed).",
+                       low=0, high=65535)
+    device: str = option("cpu", "Where the model runs (for a few streams the CPU beats a "
+                         "GPU's launch overhead).", choices=DEVICES)
+    precision: str = option("fp32", "Of the sampling step's weights (see charrnn sample).",
+                            choices=("fp32", "bf16"))
+    max_batch: int = option(64, "Samples generated at once, in one batched step; requests "
+                            "beyond wait in the queue.", low=1, high=4096)
+    max_queue: int = option(64, "Requests that may wait for a slot; past it, HTTP 503.",
+                            low=0, high=1 << 20)
+    max_length: int = option(10_000, "Most characters one request may ask for.", low=1,
+                             high=10**9)
+    max_body: int = option(65_536, "Largest request body, in bytes; past it, HTTP 413.",
+                           low=64, high=1 << 30)
+    cors_origin: Optional[str] = option(None, "Let pages of this origin (e.g. "
+                                        "http://localhost:3000) call the API; otherwise "
+                                        "cross-origin requests are refused.")
+
+    def validate(self) -> "ServeConfig":
+        options.check(self)
+        return self
+
+
+@dataclass
+class ExportConfig:
+    """What ``charrnn export`` writes (charrnn/export.py)."""
+    out: str = option(None, "Folder to write the exported model to.")
+    format: str = option("onnx", "Export format.", choices=("onnx",))
+    force: bool = option(False, "Keep the export even when its parity check fails.")
+
+    def validate(self) -> "ExportConfig":
+        options.check(self)
+        return self
+
+
 # Presets are named for the budget and the device they were tuned on (see bench/RESULTS.md).
 PRESETS: dict[str, dict[str, Any]] = {
     # 60 s on 2 CPU cores: one wide layer, short chunks and a high rate learn fastest per second;
