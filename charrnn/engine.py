@@ -123,13 +123,26 @@ class Engine:
         with self.lock:
             if self.closed:
                 raise Busy(f"not accepting requests: {self.closed}")
-            if self.max_queue is not None and len(self.waiting) >= self.max_queue:
-                raise Busy(f"busy: {len(self.waiting)} requests are already waiting for a "
-                           "slot; try again shortly")
+            queued = self._queued(request.config.num_samples)
+            if self.max_queue is not None and queued > self.max_queue:
+                raise Busy(f"busy: {queued - 1} requests are already waiting for a slot; "
+                           "try again shortly")
             request.engine = self
             self.waiting.append(request)
             self.lock.notify()
         return request
+
+    def _queued(self, rows: int) -> int:
+        """How many waiting requests, with one more of ``rows`` samples, find no free slot at
+        the next step (first come, first served)."""
+        free = self.max_batch - self.running - sum(r.config.num_samples for r in self.joining)
+        queued = 0
+        for wanted in [r.config.num_samples for r in self.waiting] + [rows]:
+            if queued or wanted > free:
+                queued += 1
+            else:
+                free -= wanted
+        return queued
 
     def load(self) -> tuple[int, int]:
         """(rows running, requests waiting or reading their prime)."""
@@ -189,8 +202,8 @@ class Engine:
         return True
 
     def _admit(self) -> None:
-        """Waiting requests take free slots, first come first served; the first joining
-        request reads a chunk of its prime, and joins the batch once it has read it all."""
+        """Waiting requests take free slots, first come first served; joining requests read
+        their primes, PRIME_CHUNK characters in all per step, and join once they have."""
         with self.lock:
             gone = [r for r in self.waiting if r.cancelled]
             for request in gone:
@@ -202,27 +215,32 @@ class Engine:
                 self.joining.append(self.waiting.popleft())
         for request in gone:
             self._finish(request, "cancelled")
-        while self.joining and (self.joining[0].cancelled or not self.joining[0].config.length):
-            request = self.joining.popleft()
-            self._finish(request, "cancelled" if request.cancelled else "length")
-        if self.joining and self._read_prime(self.joining[0]):
-            self._join(self.joining.popleft())
+        budget = PRIME_CHUNK
+        while self.joining and budget:
+            request = self.joining[0]
+            if request.cancelled or not request.config.length:
+                self._finish(self.joining.popleft(), "cancelled" if request.cancelled
+                             else "length")
+                continue
+            budget -= self._read_prime(request, budget)
+            if request.read == len(request.ids) - 1:
+                self._join(self.joining.popleft())
 
-    def _read_prime(self, request: Request) -> bool:
-        """Read the next PRIME_CHUNK characters of the prime (all but its last, the first
-        step's input) into ``request.hidden``; returns whether all are read. ``prime == ""``
-        starts after "\\n" (or the vocabulary's first character, if it has no newline)."""
+    def _read_prime(self, request: Request, most: int) -> int:
+        """Read up to ``most`` more characters of the prime (all but its last, the first
+        step's input) into ``request.hidden``; returns how many. ``prime == ""`` starts
+        after "\\n" (or the vocabulary's first character, if it has no newline)."""
         if request.ids is None:
             chars = self.tokenizer.chars
             start = request.prime or ("\n" if "\n" in chars else chars[0])
             ids = self.tokenizer.encode(start).astype("int64")
             request.ids = torch.as_tensor(ids, device=self.device)
-        end = min(request.read + PRIME_CHUNK, len(request.ids) - 1)
+        end = min(request.read + most, len(request.ids) - 1)
         if end > request.read:
             chunk = request.ids[request.read:end].unsqueeze(0)
             _, request.hidden = self.model(chunk, request.hidden)
-            request.read = end
-        return request.read == len(request.ids) - 1
+        count, request.read = end - request.read, end
+        return count
 
     def _join(self, request: Request) -> None:
         """The request's samples take the first free slots (on CPU: new rows at the end)."""
