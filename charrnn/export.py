@@ -103,7 +103,7 @@ def export_onnx(net: CharRNN, tokenizer: CharTokenizer, out: Path, force: bool =
         text = generate(net, tokenizer, "", SampleConfig(length=PARITY_CHARS, seed=0))[0]
     try:
         with files.atomic_folder(out) as tmp:
-            _write_graph(net, tmp / "model.onnx")
+            write_graph(net, tmp / "model.onnx")
             tokenizer.save(tmp / "tokenizer.json")
             parity = check_parity(net, tmp / "model.onnx", tokenizer.encode(text))
             (tmp / MARKER).write_text(json.dumps(_description(net, parity), indent=2))
@@ -116,7 +116,7 @@ def export_onnx(net: CharRNN, tokenizer: CharTokenizer, out: Path, force: bool =
     return parity
 
 
-def _write_graph(net: CharRNN, path: Path) -> None:
+def write_graph(net: CharRNN, path: Path) -> None:
     """``OneStep(net)`` through torch.onnx's exporter (torch.export based) at OPSET."""
     layers, size = net.config.layers, net.config.hidden_size
     names = state_names(net.config.cell)
