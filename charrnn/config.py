@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import options
-from .errors import CharRNNError
+from .errors import CharRNNError, OptionError
 from .options import option
 
 CELLS = ("rnn", "gru", "lstm")
@@ -175,12 +175,14 @@ class ServeConfig:
 @dataclass
 class ExportConfig:
     """What ``charrnn export`` writes (charrnn/export.py)."""
-    out: str = option(None, "Folder to write the exported model to.")
+    out: Optional[str] = option(None, "Folder to write the exported model to (required).")
     format: str = option("onnx", "Export format.", choices=("onnx",))
     force: bool = option(False, "Keep the export even when its parity check fails.")
 
     def validate(self) -> "ExportConfig":
         options.check(self)
+        if self.out is None:
+            raise OptionError("out", "must be given (the folder to write)")
         return self
 
 

@@ -34,7 +34,7 @@ from .guard import Guard
 from .options import declared
 from .version import __version__
 
-FLUSH_INTERVAL = 0.02   # seconds: a stream sends at most ~50 events a second, each with all
+FLUSH_INTERVAL = 0.05   # seconds: a stream sends at most 20 events a second, each with all
                         # the characters that came meanwhile (fewer, larger writes under load)
 NOT_PER_REQUEST = {"precision"}    # the server's --precision: one for the whole batch
 PAGE_POLICY = ("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -85,9 +85,10 @@ class Stream:
 
     async def take(self) -> tuple[dict[int, str], bool]:
         """({sample: text} that came since the last call, whether the request has ended)."""
-        self.waiting = True
+        self.waiting = True              # (set first: a character that comes meanwhile wakes)
         if not self.pieces and not self.ended:
             await self.event.wait()
+        self.waiting = False             # no wake-ups while the caller sends and sleeps
         self.event.clear()
         ended = self.ended               # read before the pieces: none can come after the end
         pieces, self.pieces = self.pieces, []
@@ -161,24 +162,7 @@ def create_app(net, tokenizer, checkpoint: dict, settings: ServeConfig) -> FastA
     @app.post("/v1/generate", response_model=None, summary="Generate text",
               responses={413: {}, 422: {}, 503: {}})
     async def generate(body: Body, http: HTTPRequest) -> Response:  # type: ignore[valid-type]
-        fields = body.model_dump()
-        prime, streaming = fields.pop("prime"), fields.pop("stream")
-        try:
-            config = SampleConfig(**fields, precision=settings.precision).validate()
-            if config.length > settings.max_length:
-                raise OptionError("length", f"must be <= {settings.max_length} on this server "
-                                            f"(its --max-length), got {config.length}")
-            stream = Stream(asyncio.get_running_loop())
-            request = engine.submit(Request(prime, config, stream.on_text if streaming
-                                            else None, stream.on_end))
-        except Busy as busy:
-            return error(503, str(busy), **{"Retry-After": "1"})
-        except CharRNNError as bad:
-            return error(422, str(bad))
-        if streaming:
-            return StreamingResponse(_events(stream, request), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        return await _whole(stream, request, http)
+        return await _generate(engine, settings, body.model_dump(), http)
 
     @app.get("/v1/info", summary="The model, its vocabulary and metrics; the defaults")
     async def info() -> dict:
@@ -197,6 +181,29 @@ def create_app(net, tokenizer, checkpoint: dict, settings: ServeConfig) -> FastA
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
 
     return app
+
+
+async def _generate(engine: Engine, settings: ServeConfig, fields: dict,
+                    http: HTTPRequest) -> Response:
+    """POST /v1/generate once the body has its fields and types: 422 for a value out of range
+    or a prime the model cannot read, 503 (and Retry-After) when the queue is full."""
+    prime, streaming = fields.pop("prime"), fields.pop("stream")
+    try:
+        config = SampleConfig(**fields, precision=settings.precision).validate()
+        if config.length > settings.max_length:
+            raise OptionError("length", f"must be <= {settings.max_length} on this server "
+                                        f"(its --max-length), got {config.length}")
+        stream = Stream(asyncio.get_running_loop())
+        request = engine.submit(Request(prime, config, stream.on_text if streaming else None,
+                                        stream.on_end))
+    except Busy as busy:
+        return error(503, str(busy), **{"Retry-After": "1"})
+    except CharRNNError as bad:
+        return error(422, str(bad))
+    if streaming:
+        return StreamingResponse(_events(stream, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    return await _whole(stream, request, http)
 
 
 async def _whole(stream: Stream, request: Request, http: HTTPRequest) -> Response:
