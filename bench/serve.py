@@ -172,10 +172,14 @@ def table(figures: dict) -> str:
 
 
 def write(section: str, results: Path = HERE / "RESULTS.md") -> None:
-    """Put ``section`` into ``results``, replacing the earlier one (or after the table)."""
+    """Put ``section`` into ``results``: in place of the earlier one, else before "What was
+    tried" (bench/TRIED.md, which `make bench` appends), else at the end."""
     text = results.read_text() if results.exists() else ""
     if START in text and END in text:
         text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
+    elif "\n## What was tried" in text:
+        at = text.index("\n## What was tried")
+        text = text[:at].rstrip() + "\n\n" + section + "\n" + text[at:]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     results.write_text(text)

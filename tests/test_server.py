@@ -5,11 +5,14 @@ import http.client
 import json
 import queue
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +37,7 @@ def server(trained):
         process.kill()
         pytest.fail(f"the server printed nothing: {process.stderr.read()}")
     port = int(re.search(r"at http://127\.0\.0\.1:(\d+)/ ", first).group(1))
-    yield process, port, lines
+    yield process, port, lines, trained
     if process.poll() is None:
         process.kill()
         process.wait(10)
@@ -81,7 +84,7 @@ def test_concurrent_streams_get_the_texts_they_would_get_alone(server, trained):
     """Four clients at once, each in its own thread, read 3000 characters of a long stream
     and go away: the server steps them together, and each text is what the Python API gives
     alone for its seed and options."""
-    _, port, _ = server
+    port = server[1]
     texts, started, barrier = {}, threading.Semaphore(0), threading.Barrier(4)
 
     def client(seed):
@@ -115,7 +118,7 @@ def test_concurrent_streams_get_the_texts_they_would_get_alone(server, trained):
 
 
 def test_a_client_that_goes_away_frees_its_slot_and_a_full_queue_is_refused(server):
-    _, port, _ = server
+    port = server[1]
     opened = [_open(port, {"length": 1_000_000, "seed": i, "stream": True}) for i in range(4)]
     for _, response in opened:
         assert _event(response)[0] == "message"
@@ -136,7 +139,7 @@ def test_a_client_that_goes_away_frees_its_slot_and_a_full_queue_is_refused(serv
 
 
 def test_bad_requests_are_refused_and_a_big_body_before_it_is_all_sent(server):
-    _, port, _ = server
+    port = server[1]
     connection, response = _open(port, {"prime": "the", "temprature": 0.5})
     assert response.status == 422 and "unknown field 'temprature'" in response.read().decode()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -151,8 +154,26 @@ def test_bad_requests_are_refused_and_a_big_body_before_it_is_all_sent(server):
     assert _health(port)["status"] == "ok"
 
 
+def test_the_readme_curl_lines_work_as_written(server):
+    if not shutil.which("curl"):
+        pytest.skip("no curl here")
+    port = server[1]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in readme.splitlines() if line.startswith("curl ")]
+    assert len(lines) == 4
+    answers = [subprocess.run(shlex.split(line.replace(":8000/", f":{port}/")), timeout=60,
+                              capture_output=True, text=True, check=True).stdout
+               for line in lines]
+    model = charrnn.load(server[3], device="cpu")
+    assert json.loads(answers[0])["texts"] == [model.generate("ROMEO:", length=200,
+                                                              temperature=0.8, seed=1)]
+    assert answers[1].startswith("data: {") and "event: end" in answers[1]
+    assert json.loads(answers[2])["model"]["cell"] == "lstm"
+    assert json.loads(answers[3])["status"] == "ok"
+
+
 def test_sigterm_ends_the_open_streams_and_exits_cleanly(server):
-    process, port, lines = server
+    process, port, lines, _ = server
     connection, response = _open(port, {"length": 1_000_000, "stream": True})
     assert _event(response)[0] == "message"
     started = time.monotonic()
