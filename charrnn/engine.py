@@ -4,8 +4,10 @@
 ``Request``s to an ``Engine`` and step it. One step of the engine:
 
     1. leave     rows of cancelled requests leave the batch (their slots are free at once)
-    2. admit     waiting requests take free slots; a joining request reads its prime through
-                 the fused network, PRIME_CHUNK characters per step, so a long prime never
+    2. admit     waiting requests take free slots. A prime's last PREFILL characters are
+                 read by the batched step itself (the row takes them as its inputs instead of
+                 its choices), at no cost to the batch; anything before them goes through the
+                 fused network first, PRIME_CHUNK characters per step, so a long prime never
                  stalls the rows already running
     3. step      one FastStep (charrnn/fast_step.py) over the batch: logits for every row
     4. choose    sample_rows (charrnn/choice.py) picks each row's character with that row's
@@ -14,10 +16,9 @@
 
 Each row keeps its own hidden state, options and generator (the seed rule), and its arithmetic
 does not depend on the other rows: on CPU each row's fp32 step is independent of the batch
-(charrnn/fast_step.py), so the batch holds just the running rows, packed at the front, and one
-request alone runs at batch-1 speed; elsewhere (CUDA, MPS, whose libraries pick kernels by the
-batch size) every step runs ``max_batch`` rows, idle ones included, which costs a GPU about
-the same as one row.
+(charrnn/fast_step.py), so the batch holds just the running rows, packed at the front (a lone
+request runs at batch-1 speed); elsewhere (CUDA, MPS: libraries pick kernels by batch size)
+every step runs ``max_batch`` rows, idle ones included, which costs a GPU about as much.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from .model import CharRNN, hidden_parts
 from .request import Busy, Request, Row
 from .tokenizer import CharTokenizer
 
-PRIME_CHUNK = 256     # prime characters read per engine step
+PRIME_CHUNK = 256     # prime characters read by the fused network per engine step
+PREFILL = 32          # the prime's last characters, read in the batch
 
 
 class Engine:
@@ -62,18 +64,13 @@ class Engine:
         self.waiting: deque[Request] = deque()
         self.joining: deque[Request] = deque()     # admitted, reading their prime
         self.lock, self.running, self.changed = threading.Condition(), 0, False
+        self.feeding = 0                           # rows still reading their prime
         self.closed: Optional[str] = None
 
     def submit(self, request: Request) -> Request:
         """Queue ``request``. Raises OptionError/CharRNNError for a bad option or a prime with
         characters the model never saw, Busy when the queue is full or the engine closed."""
-        if request.config.validate().num_samples > self.max_batch:
-            raise CharRNNError(f"num_samples must be <= {self.max_batch} here (the most "
-                               f"samples run at once), got {request.config.num_samples}")
-        unknown = self.tokenizer.unknown_chars(request.prime)
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:10])
-            raise CharRNNError(f"the prime holds characters the model never saw: {shown}")
+        request.check(self.tokenizer, self.max_batch)
         with self.lock:
             if self.closed:
                 raise Busy(f"not accepting requests: {self.closed}")
@@ -89,7 +86,8 @@ class Engine:
     def _queued(self, rows: int) -> int:
         """How many waiting requests, with one more of ``rows`` samples, find no free slot at
         the next step (first come, first served)."""
-        free = self.max_batch - self.running - sum(r.config.num_samples for r in self.joining)
+        joining = tuple(self.joining)      # (a copy: the engine's thread pops from it)
+        free = self.max_batch - self.running - sum(r.config.num_samples for r in joining)
         queued = 0
         for wanted in [r.config.num_samples for r in self.waiting] + [rows]:
             if queued or wanted > free:
@@ -137,8 +135,8 @@ class Engine:
         """One step (see the module docstring). Returns whether any request is left."""
         if self.changed:
             self.changed = False
-            self._leave([i for i, row in enumerate(self.rows)
-                         if row and row.request.cancelled], "cancelled")
+            self._leave({i: "cancelled" for i, row in enumerate(self.rows)
+                         if row and row.request.cancelled})
         if self.waiting or self.joining:
             self._admit()
         if not self.running:
@@ -151,8 +149,9 @@ class Engine:
         except CharRNNError as error:     # a broken checkpoint: every row fails alike
             self._end_all("error", error)
             return bool(self.joining or self.waiting)
+        forced = self._feed(ids) if self.feeding else ()
         self.current = ids
-        self._deliver(ids.tolist())
+        self._deliver(ids.tolist(), forced)
         return True
 
     def _admit(self) -> None:
@@ -168,28 +167,27 @@ class Engine:
                 free -= self.waiting[0].config.num_samples
                 self.joining.append(self.waiting.popleft())
         for request in gone:
-            self._finish(request, "cancelled")
+            request.finish("cancelled")
         budget = PRIME_CHUNK
         while self.joining and budget:
             request = self.joining[0]
             if request.cancelled or not request.config.length:
-                self._finish(self.joining.popleft(), "cancelled" if request.cancelled
-                             else "length")
+                self.joining.popleft().finish("cancelled" if request.cancelled else "length")
                 continue
             budget -= self._read_prime(request, budget)
-            if request.read == len(request.ids) - 1:
+            if request.read == max(0, len(request.ids) - 1 - PREFILL):
                 self._join(self.joining.popleft())
 
     def _read_prime(self, request: Request, most: int) -> int:
-        """Read up to ``most`` more characters of the prime (all but its last, the first
-        step's input) into ``request.hidden``; returns how many. ``prime == ""`` starts
-        after "\\n" (or the vocabulary's first character, if it has no newline)."""
+        """Read up to ``most`` more characters of the prime (all but its last PREFILL + 1,
+        which the batch reads) into ``request.hidden``; returns how many. ``prime == ""``
+        starts after "\\n" (or the vocabulary's first character, if it has no newline)."""
         if request.ids is None:
             chars = self.tokenizer.chars
             start = request.prime or ("\n" if "\n" in chars else chars[0])
             ids = self.tokenizer.encode(start).astype("int64")
             request.ids = torch.as_tensor(ids, device=self.device)
-        end = min(request.read + most, len(request.ids) - 1)
+        end = min(request.read + most, max(0, len(request.ids) - 1 - PREFILL))
         if end > request.read:
             chunk = request.ids[request.read:end].unsqueeze(0)
             _, request.hidden = self.model(chunk, request.hidden)
@@ -211,18 +209,37 @@ class Engine:
         for part, start in zip(self.state, hidden_parts(hidden)):   # start [layers, 1, hidden]
             for layer, tensor in enumerate(part):
                 tensor[at] = start[layer]
-        self.current[at] = request.ids[-1]
+        self.current[at] = request.ids[request.read]
+        feed = request.ids[request.read + 1:].tolist()     # the rest of the prime
         for index, slot in enumerate(slots):
-            self.rows[slot] = Row(request, index)
+            self.rows[slot] = Row(request, index, list(feed))
             self.options.set(slot, request.config)
-            self.uniforms.set(slot, sample_seed(request.seed, index))
+            if not feed:               # (else its generator starts once the prime is read)
+                self.uniforms.set(slot, sample_seed(request.seed, index))
         request.running, request.ids, request.hidden = count, None, None
         self.running += count
+        self.feeding += count if feed else 0
 
-    def _leave(self, slots: list[int], reason: str) -> None:
-        """Free ``slots``; on CPU the last rows move into the holes (the batch stays packed)."""
-        for slot in sorted(slots, reverse=True):
+    def _feed(self, ids: torch.Tensor) -> set[int]:
+        """Rows still reading their prime take its next character as their next input instead
+        of their choice (``ids`` is changed); returns their slots. A row that has read all of
+        it starts its random generator: its first number goes to its first character."""
+        forced = set()
+        for slot, row in enumerate(self.rows):
+            if row is not None and row.feed:
+                ids[slot] = row.feed.pop(0)
+                forced.add(slot)
+                if not row.feed:
+                    self.feeding -= 1
+                    self.uniforms.set(slot, sample_seed(row.request.seed, row.index))
+        return forced
+
+    def _leave(self, reasons: dict[int, str]) -> None:
+        """Free the slots of ``reasons`` ({slot: why its sample ended}), from the last one: on
+        CPU the last rows move into the holes (the batch stays packed)."""
+        for slot, reason in sorted(reasons.items(), reverse=True):
             row, self.rows[slot] = self.rows[slot], None
+            self.feeding -= 1 if row.feed else 0
             self.options.set(slot, None)
             self.uniforms.clear(slot)
             if not self.pad:
@@ -235,7 +252,7 @@ class Engine:
             request.stopped[row.index] = request.stopped[row.index] or reason
             request.running -= 1
             if request.running == 0:
-                self._finish(request, reason)
+                request.finish(reason)
 
     def _move(self, src: int, dst: int) -> None:
         for part in self.state:
@@ -246,12 +263,13 @@ class Engine:
         self.uniforms.move(src, dst)
         self.rows[dst], self.rows[src] = self.rows[src], None
 
-    def _deliver(self, ids: list[int]) -> None:
-        """Each row's new character to its request; rows that are done leave."""
-        chars, stopped, ended = self.tokenizer.id_to_char, [], []
+    def _deliver(self, ids: list[int], forced) -> None:
+        """Each row's new character to its request (not the ``forced`` slots' prime
+        characters); rows that are done leave."""
+        chars, done = self.tokenizer.id_to_char, {}
         for slot, token in enumerate(ids):
             row = self.rows[slot]
-            if row is None:
+            if row is None or slot in forced:
                 continue
             char, request = chars[token], row.request
             row.text.append(char)
@@ -263,19 +281,11 @@ class Engine:
                     request.error = request.error or error
                     request.cancel()
             if row.stop and "".join(row.text[-len(row.stop):]).endswith(row.stop):
-                stopped.append(slot)
+                done[slot] = "stop"
             elif row.left == 0:
-                ended.append(slot)
-        if stopped:
-            self._leave(stopped, "stop")
-        if ended:
-            self._leave(ended, "length")
-
-    def _finish(self, request: Request, reason: str) -> None:
-        request.stopped = [why or reason for why in request.stopped]
-        request.done.set()
-        if request.on_end is not None:
-            request.on_end(request)
+                done[slot] = "length"
+        if done:
+            self._leave(done)
 
     def _end_all(self, reason: str, error: Optional[BaseException]) -> None:
         """End every request, running, joining or waiting, with ``reason`` (and ``error``)."""
@@ -285,6 +295,6 @@ class Engine:
             self.waiting.clear()
         for request in [*pending, *(row.request for row in self.rows if row)]:
             request.error = request.error or error
-        self._leave([slot for slot, row in enumerate(self.rows) if row], reason)
+        self._leave({slot: reason for slot, row in enumerate(self.rows) if row})
         for request in pending:
-            self._finish(request, reason)
+            request.finish(reason)

@@ -8,6 +8,7 @@ import torch
 
 from .config import SEED_MAX, SampleConfig
 from .errors import CharRNNError
+from .tokenizer import CharTokenizer
 
 
 class Busy(CharRNNError):
@@ -41,6 +42,24 @@ class Request:
         if self.engine is not None:
             self.engine.changed = True
 
+    def check(self, tokenizer: CharTokenizer, max_batch: int) -> None:
+        """Raise OptionError/CharRNNError for an option out of range, more samples than
+        ``max_batch`` or a prime with characters the model never saw."""
+        if self.config.validate().num_samples > max_batch:
+            raise CharRNNError(f"num_samples must be <= {max_batch} here (the most samples "
+                               f"run at once), got {self.config.num_samples}")
+        unknown = tokenizer.unknown_chars(self.prime)
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            raise CharRNNError(f"the prime holds characters the model never saw: {shown}")
+
+    def finish(self, reason: str) -> None:
+        """The end: samples not ended yet get ``reason``; ``done`` is set, ``on_end`` called."""
+        self.stopped = [why or reason for why in self.stopped]
+        self.done.set()
+        if self.on_end is not None:
+            self.on_end(self)
+
     def result(self) -> list[str]:
         """The samples, ``prime`` + generated text; raises the error that ended the request."""
         if self.error is not None:
@@ -51,6 +70,7 @@ class Request:
 class Row:
     """One sample of a request, in a slot of the batch."""
 
-    def __init__(self, request: Request, index: int):
+    def __init__(self, request: Request, index: int, feed: list[int]):
         self.request, self.index, self.left = request, index, request.config.length
         self.text, self.stop = request.texts[index], request.config.stop
+        self.feed = feed        # prime ids still to read, one per step
