@@ -120,6 +120,7 @@ def _model(folder: Path) -> None:
 def run(seconds: float) -> dict:
     """Start the server, run the clients for each N, export; the figures."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    machine = _machine()
     with tempfile.TemporaryDirectory() as tmp:
         _model(Path(tmp) / "model")
         server = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", f"{tmp}/model",
@@ -146,7 +147,20 @@ def run(seconds: float) -> dict:
                                  "--out", f"{tmp}/onnx"], capture_output=True, text=True,
                                 env=env, check=True)
     return {"rows": rows, "seconds": seconds, "export": export.stdout.splitlines()[0],
-            "server_exit": server.returncode}
+            "server_exit": server.returncode, "machine": machine}
+
+
+def _machine() -> str:
+    """The CPU, whether it has native bf16, the cores and how busy they were at the start."""
+    import torch
+    from charrnn.device import cpu_has_native_bf16
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", info)
+    return (f"{model.group(1) if model else 'CPU'}"
+            f"{' with AVX512-BF16' if cpu_has_native_bf16() else ''}, {os.cpu_count()} "
+            f"cores (load average {os.getloadavg()[0]:.1f} at the start: shared with other "
+            f"work), torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}")
 
 
 def table(figures: dict) -> str:
@@ -157,7 +171,7 @@ def table(figures: dict) -> str:
              f"`charrnn serve` of an LSTM 2x512 (fp32, --max-batch 64), N concurrent streaming "
              f"clients in a process of their own, {figures['seconds']:.0f} s each, requests of "
              f"{REQUEST_LENGTH} characters; the server stopped by SIGTERM with status "
-             f"{figures['server_exit']}.", "",
+             f"{figures['server_exit']}. Machine: {figures['machine']}.", "",
              "| clients | chars/s, summed | first character p50 / p99 (ms) | requests | errors "
              "| server peak RSS (MB) |", "|---|---|---|---|---|---|"]
     for row in rows:
