@@ -18,7 +18,16 @@ setup(
         "safetensors>=0.4",
         "matplotlib>=3.5",       # loss.png and charrnn plot (imported only when drawing)
         "pydivsufsort>=0.0.20",  # the memorisation check's suffix array (imported only there)
+        # charrnn serve (imported only when serving)
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        # charrnn export (imported only when exporting): torch.onnx's exporter and the check
+        "onnx>=1.16",
+        "onnxscript>=0.3",
+        "onnxruntime>=1.18",
     ],
-    extras_require={"dev": ["pytest>=7", "hypothesis>=6", "selenium>=4.20"]},
+    package_data={"charrnn": ["playground.html"]},
+    extras_require={"dev": ["pytest>=7", "hypothesis>=6", "selenium>=4.20",
+                            "httpx>=0.27"]},   # httpx: Starlette's TestClient
     entry_points={"console_scripts": ["charrnn=charrnn.cli:main"]},
 )

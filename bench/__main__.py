@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from bench import serve as serve_bench
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -146,6 +148,9 @@ def main() -> None:
     table = render(rows)
     print("\n" + table)
     write_results(args, corpus, table, figures, time.time() - started)
+    print("serving load check (1, 8, 64 streaming clients)", flush=True)
+    serve_bench.write(serve_bench.table(serve_bench.run(5.0 if quick else 30.0)),
+                      Path(args.results))
     if regressions:
         sys.exit("error: peak memory doubled: " + "; ".join(regressions))
 

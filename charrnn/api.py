@@ -14,33 +14,34 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
-from .checkpoint import find_checkpoint, load_checkpoint, read_config, saved_train_config
-from .config import (PRESETS, ModelConfig, NoveltyConfig, ReportConfig, SampleConfig,
-                     TrainConfig, preset)
+from .checkpoint import find_checkpoint, load_checkpoint, read_config
+from .config import (PRESETS, ExportConfig, ModelConfig, NoveltyConfig, ReportConfig,
+                     SampleConfig, ServeConfig, TrainConfig, preset)
 from .corpus import Corpus
 from .device import resolve_device, warn_if_bf16_is_emulated
-from .errors import CharRNNError, OptionError, note
+from .errors import CharRNNError, note
 from .evaluate import LN2, eval_streams, evaluate
 from .model import CharRNN
-from .novelty import MIN_SPAN, TrainingText
+from .novelty import TrainingText
 from .options import declared, did_you_mean
-from .sampler import generate
+from .sampler import generate, stream
 from .tokenizer import CharTokenizer
+from .training import train_config, train_run
 from .version import __version__
 
 if TYPE_CHECKING:
     from .novelty import Novelty
     from .report import ReportSummary
-    from .trainer import TrainResult
 
 __all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_info",
            "last_sample", "preset", "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig",
-           "ReportConfig", "NoveltyConfig", "declared", "plot_runs", "__version__"]
+           "ReportConfig", "NoveltyConfig", "ServeConfig", "ExportConfig", "declared",
+           "plot_runs", "serve", "__version__"]
 
 
 @dataclass
@@ -73,6 +74,31 @@ class Model:
         or a config is given. ``on_text(sample, text)`` receives characters as they come.
         Raises CharRNNError for an option out of range or a prime the model cannot read."""
         asked_for_list = config is not None or "num_samples" in options or "n" in options
+        texts = generate(self.net, self.tokenizer, prime, self._sample_config(config, options),
+                         on_text)
+        return texts if asked_for_list else texts[0]
+
+    def stream(self, prime: str = "", config: Optional[SampleConfig] = None,
+               **options: Any) -> Iterator[str]:
+        """One sample as it is generated: an iterator of text pieces, ``prime`` first, then
+        the characters as they come; ``"".join`` of it is what ``generate`` returns with the
+        same options and seed (the same engine makes both). Options as for ``generate``
+        (num_samples must be 1). Raises CharRNNError for an option out of range or a prime the
+        model cannot read."""
+        return stream(self.net, self.tokenizer, prime, self._sample_config(config, options))
+
+    def export(self, out: Union[str, Path], format: str = "onnx", force: bool = False):
+        """Write the model to the folder ``out`` in ``format`` (onnx: model.onnx, tokenizer.json,
+        charrnn.json; see charrnn/export.py) after checking it against PyTorch; returns the
+        parity figures (an export.Parity: max_logit_diff, max_tv). Raises CharRNNError when
+        parity is out of tolerance (nothing is written unless ``force``) or ``out`` holds
+        something else."""
+        settings = ExportConfig(out=str(out), format=format, force=force).validate()
+        # Imported here: loading and sampling must not pay for torch.onnx and onnxruntime.
+        from .export import export_onnx
+        return export_onnx(self.net, self.tokenizer, Path(settings.out), settings.force)
+
+    def _sample_config(self, config: Optional[SampleConfig], options: dict) -> SampleConfig:
         if "n" in options:
             options["num_samples"] = options.pop("n")
         known = [f.name for f in dataclasses.fields(SampleConfig)]
@@ -83,8 +109,7 @@ class Model:
         config = dataclasses.replace(config or SampleConfig(), **options)
         if config.precision == "bf16":
             warn_if_bf16_is_emulated(self.device, "sampling")
-        texts = generate(self.net, self.tokenizer, prime, config, on_text)
-        return texts if asked_for_list else texts[0]
+        return config
 
     def evaluate(self, text: str, seq_len: int = 256) -> tuple[float, float]:
         """(loss in nats per character, bits per character) of predicting ``text``, hidden
@@ -232,76 +257,21 @@ def train(corpus: str, config: Optional[TrainConfig] = None,
     return model
 
 
-def train_run(corpus: str, config: TrainConfig,
-              callback: Optional[Callable[[int, dict], bool]] = None) -> "TrainResult":
-    """Train and return the run's figures without loading the model (what the CLI uses)."""
-    # Imported here, not above: loading and sampling must not pay for the training stack.
-    from .trainer import train as run_training
-    result = run_training(corpus, config, callback)
-    draw_loss_png(result.out, result.is_main)     # after the loop: never on the time budget
-    return result
-
-
-def draw_loss_png(run: Union[str, Path], is_main: bool = True) -> Optional[Path]:
-    """Write ``run/loss.png`` (charrnn/plots.py) once training has ended; None when the run
-    has no evaluation yet or this is not the first process. A failure to draw is a note, not
-    an error: the trained model matters more than its chart."""
-    if not is_main or not (Path(run) / "metrics.jsonl").exists():
-        return None
-    from . import plots   # lazily: matplotlib is slow to import and sampling never needs it
+def serve(checkpoint: Union[str, Path], settings: Optional[ServeConfig] = None,
+          ready: Callable[[str], None] = print) -> None:
+    """Serve the model in ``checkpoint`` over HTTP until SIGINT or SIGTERM (charrnn/serve.py,
+    charrnn/server.py); ``ready(url)`` is called once it listens (port 0: a free port).
+    Raises CharRNNError for a bad setting or checkpoint, or an address it cannot bind."""
+    settings = (settings or ServeConfig()).validate()
+    folder, _ = checkpoint_info(checkpoint)
+    device = resolve_device(settings.device)
+    if settings.precision == "bf16":
+        warn_if_bf16_is_emulated(device, "sampling")
+    net, tokenizer, config = load_checkpoint(folder, device)
+    # Imported here, not above: `import charrnn` must not load FastAPI and uvicorn.
+    from .server import run
     try:
-        return plots.save_loss_png(run)
-    except CharRNNError as err:
-        note(f"no loss.png: {err}")
-        return None
-
-
-def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "auto",
-                 resume: bool = False, **options: Any) -> TrainConfig:
-    """The configuration of a run: the preset (``auto``: gpu-3m on CUDA, else cpu-10m) or,
-    with ``resume``, the run's saved settings, with ``options`` (TrainConfig's and
-    ModelConfig's fields; None means not given) on top. A step or epoch limit given without
-    a time limit replaces the preset's time limit. With ``init_from`` (a fine-tune) the preset
-    gives its training settings at a lower rate (``preset(fine_tune=True)``) and the shape
-    comes from the source. Raises CharRNNError (OptionError) for a bad value, and for
-    ``init_from`` with ``resume`` or with a shape option."""
-    given = {k: v for k, v in options.items() if v is not None}
-    if given.get("init_from"):
-        _check_fine_tune(given, resume)
-    out = Path(out) if out else Path("checkpoints") / Corpus(corpus).name
-    model_fields = {item.name: item for item in declared(ModelConfig)}
-    if resume:
-        fixed = [item for item in [*declared(ModelConfig), *declared(TrainConfig)]
-                 if not item.spec.on_resume and item.name in given]
-        if fixed:
-            raise OptionError(fixed[0].name, "cannot change when a run is resumed: drop it "
-                                             "(start a new run to change it)")
-        config = saved_train_config(out / "last") if (out / "last").exists() else TrainConfig()
-    else:
-        if preset_name == "auto":
-            device = resolve_device(given.get("device", "auto"))
-            preset_name = "gpu-3m" if device.type == "cuda" else "cpu-10m"
-        config = preset(preset_name, fine_tune=bool(given.get("init_from")))
-    for key, value in given.items():
-        target = config.model if key in model_fields else config
-        if not hasattr(target, key):
-            names = [f.name for cls in (ModelConfig, TrainConfig)
-                     for f in dataclasses.fields(cls)]
-            raise CharRNNError(f"unknown training option {key!r}{did_you_mean(key, names)}")
-        setattr(target, key, value)
-    if ("steps" in given or "epochs" in given) and "time_limit" not in given:
-        config.time_limit = None     # the limit the user gives is the one that holds
-    config.out, config.resume = str(out), resume
-    return config.validate()
-
-
-def _check_fine_tune(given: dict, resume: bool) -> None:
-    """A fine-tune takes its shape from the source and starts a new run."""
-    if resume:
-        raise CharRNNError("--init-from starts a new run from another model and --resume "
-                           "continues this one: drop one of them")
-    shape = [item.name for item in declared(ModelConfig)
-             if item.spec.cli and item.name != "dropout" and item.name in given]
-    if shape:
-        raise OptionError(shape[0], "comes from the --init-from model (its shape cannot "
-                                    "change): drop it; dropout and the training settings can")
+        run(net, tokenizer, {"folder": str(folder), "config": config}, settings, ready)
+    except OSError as err:
+        raise CharRNNError(f"cannot listen on {settings.host}:{settings.port}: "
+                           f"{err.strerror or err}; choose another --port (0: any free one)")

@@ -1,7 +1,8 @@
 """The command line: a thin click layer over the Python API (charrnn/api.py).
 
 Options are generated from the declarations in charrnn/config.py (``api.declared``): adding a
-field there adds its flag here, with its help, type and choices.
+field there adds its flag here, with its help, type and choices (charrnn/cli_base.py). Training,
+sampling and evaluating are here; viz, plot, novelty, serve and export in charrnn/cli_tools.py.
 """
 from __future__ import annotations
 
@@ -11,151 +12,12 @@ import shlex
 import shutil
 import signal
 import sys
-import time
 
 import click
 
-from . import api
-from .errors import (CharRNNError, OptionError, OutputError, PeerError, echo, output_errors,
-                     silence_stdout)
-
-
-class _Guarded:
-    """A click command or group whose output failures reach CharRNNGroup.main as
-    OutputError, before click's own handler (which exits 1 on a broken pipe) sees them."""
-
-    def make_context(self, *args, **kwargs):
-        with output_errors(everything=True):     # parsing, --help, --version
-            return super().make_context(*args, **kwargs)
-
-    def invoke(self, ctx):
-        with output_errors(everything=False):
-            return super().invoke(ctx)
-
-
-class CharRNNCommand(_Guarded, click.Command):
-    pass
-
-
-class CharRNNGroup(_Guarded, click.Group):
-    """Turns every failure a user can cause into one line on stderr and a non-zero exit."""
-
-    command_class = CharRNNCommand
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        _utf8_stdio()
-        try:
-            code = super().main(args, prog_name or "charrnn", complete_var,
-                                standalone_mode=False, **extra)
-            if standalone_mode:
-                sys.exit(code or 0)
-            return code
-        except OutputError as err:    # | head: the reader has what it wanted, say nothing
-            silence_stdout()
-            if err.error is None:
-                sys.exit(0)
-            _fail(f"cannot write the output: {err.error.strerror or err.error}", 1)
-        except click.exceptions.Abort:
-            _fail("interrupted", 130)
-        except click.ClickException as err:     # click's usage errors, worded as ours are
-            message = err.format_message()
-            _fail(message[:1].lower() + message[1:] if message[1:2].islower() else message,
-                  err.exit_code)
-        except OptionError as err:
-            _fail(f"{_flag(err.name)} {err.problem}", 1)
-        except PeerError:        # the torchrun process that failed prints the error: let it
-            time.sleep(2)        # exit first, so that torchrun names it as the root cause
-            sys.exit(1)
-        except CharRNNError as err:
-            _fail(str(err), 1)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except OSError as err:
-            _fail(f"{getattr(err, 'filename', '') or ''} {err.strerror or err}".strip(), 1)
-
-    def parse_args(self, ctx, args):
-        if not args:      # click would print the whole help as the error message
-            raise click.UsageError(f"give a command: {', '.join(self.commands)} (charrnn "
-                                   "--help says more)", ctx)
-        return super().parse_args(ctx, args)
-
-
-def _fail(message: str, code: int):
-    try:
-        click.echo(f"error: {' '.join(str(message).split())}", err=True)
-    except OSError:
-        pass         # stderr is gone too: the exit code still says it
-    sys.exit(code)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _utf8_stdio() -> None:
-    # Samples hold any Unicode; under LANG=C or a Latin-1 locale, print UTF-8 instead of crashing.
-    # Paths the OS gave as undecodable bytes (surrogate escapes) go back out as those bytes.
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
-            stream.reconfigure(encoding="utf-8", errors="surrogateescape")
-
-
-def _arg_text(value):
-    """Text from the command line (--prime, --stop): under LANG=C Python decodes its UTF-8
-    bytes as surrogate escapes; decode them as UTF-8. (Paths stay as the OS gave them.)"""
-    if value and any("\udc80" <= c <= "\udcff" for c in value):
-        try:
-            return os.fsencode(value).decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    return value
-
-
-class _Parsed(click.ParamType):
-    """A declared option with its own parser (durations): CharRNNError -> a click error."""
-
-    def __init__(self, parse, name):
-        self.parse, self.name = parse, name
-
-    def convert(self, value, param, ctx):
-        if not isinstance(value, str):
-            return value
-        try:
-            return self.parse(value)
-        except CharRNNError as err:
-            self.fail(str(err), param, ctx)
-
-
-def declared_options(*classes, defaults: bool = False, only: tuple = (), **overrides):
-    """Click options for every CLI field declared in ``classes`` (or the ones named in
-    ``only``). With ``defaults=False`` an option not given is None (so a preset or a saved
-    run fills it in); ``overrides`` give other defaults (``device="cpu"``)."""
-    def decorate(command):
-        items = [item for cls in classes for item in api.declared(cls)
-                 if item.spec.cli and (not only or item.name in only)]
-        for item in reversed(items):
-            default = overrides.get(item.name, item.default if defaults else None)
-            command = _click_option(item, default)(command)
-        return command
-    return decorate
-
-
-def _click_option(item, default):
-    spec = item.spec
-    flags = [item.flag] + [_flag(a) if len(a) > 1 else f"-{a}" for a in spec.aliases]  # -n
-    if item.type is bool:
-        if item.default:     # on unless turned off: --progress/--no-progress
-            return click.option(f"{item.flag}/--no-{item.flag[2:]}", item.name,
-                                default=default, help=spec.help)
-        return click.option(*flags, item.name, is_flag=True, default=default, help=spec.help)
-    if spec.choices:
-        kind = click.Choice([str(c) for c in spec.choices])
-    elif spec.parse:
-        kind = _Parsed(spec.parse, spec.metavar or item.type.__name__.upper())
-    else:
-        kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[item.type]
-    return click.option(*flags, item.name, type=kind, default=default, help=spec.help,
-                        show_default=default is not None, metavar=spec.metavar)
+from . import api, cli_tools
+from .cli_base import CharRNNGroup, arg_text, declared_options
+from .errors import echo
 
 
 @click.group(cls=CharRNNGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -243,8 +105,8 @@ def _sample_command(result) -> str:
 @declared_options(api.NoveltyConfig, defaults=True)
 def sample(checkpoint, prime, device, novelty, corpus, cache_dir, **options):
     """Generate text from the model in CHECKPOINT (a run folder or a checkpoint folder)."""
-    options["stop"] = _arg_text(options["stop"])
-    prime, config = _arg_text(prime), api.SampleConfig(**options).validate()
+    options["stop"] = arg_text(options["stop"])
+    prime, config = arg_text(prime), api.SampleConfig(**options).validate()
     model = api.load(checkpoint, device=device)
     training = model.training_text(corpus, cache_dir) if novelty else None   # fail early
     if config.num_samples > 1:
@@ -291,44 +153,6 @@ def evaluate(checkpoint, textfile, device, encoding, errors, cache_dir):
 
 @main.command()
 @click.argument("checkpoint", type=click.Path())
-@click.argument("textfile", type=click.Path())
-@click.option("--out", default="report.html", show_default=True, help="The report's path.")
-@declared_options(api.ReportConfig, defaults=True)
-@declared_options(api.TrainConfig, only=("device", "encoding", "errors"), device="cpu")
-def viz(checkpoint, textfile, out, device, encoding, errors, **options):
-    """An HTML report of the model in CHECKPOINT over TEXTFILE (read as training reads text):
-    surprisal, units correlated with properties of the text, the gradient curve."""
-    config = api.ReportConfig(**options).validate()
-    model = api.load(checkpoint, device=device)
-    click.echo(model.report_file(textfile, out, encoding, errors, config).describe())
-
-
-@main.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", default="runs.png", show_default=True, help="Where to write the chart.")
-def plot(runs, out):
-    """Compare the loss curves of training RUNS (run folders) in one PNG chart."""
-    click.echo(f"wrote {api.plot_runs(list(runs), out)}")
-
-
-@main.command()
-@click.argument("checkpoint", type=click.Path())
-@click.option("--prime", default="", help="Text to start from (not checked).")
-@declared_options(api.SampleConfig, defaults=True, num_samples=100, only=(
-    "length", "temperature", "top_k", "top_p", "seed", "num_samples", "stop"))
-@declared_options(api.TrainConfig, only=("device",), device="cpu")
-@declared_options(api.NoveltyConfig, defaults=True)
-def novelty(checkpoint, prime, device, corpus, cache_dir, **options):
-    """Check samples of CHECKPOINT for text copied from its training text (--stop "\\n": lines)."""
-    options["stop"], prime = _arg_text(options["stop"]), _arg_text(prime)
-    config = api.SampleConfig(**options).validate()
-    model = api.load(checkpoint, device=device)
-    training = model.training_text(corpus, cache_dir)      # before sampling: fail early
-    click.echo(training.check(model.generate(prime, config), prime, config.stop == "\n").describe())
-
-
-@main.command()
-@click.argument("checkpoint", type=click.Path())
 def info(checkpoint):
     """The configuration and metrics stored in CHECKPOINT."""
     folder, config = api.checkpoint_info(checkpoint)
@@ -338,3 +162,8 @@ def info(checkpoint):
     if sample:
         echo(f"last sample (step {sample.get('step')}, prime {sample.get('prime')!r}, "
              f"temperature {sample.get('temperature')}):\n{sample.get('text', '')}")
+
+
+for command in (cli_tools.viz, cli_tools.plot, cli_tools.novelty, cli_tools.serve,
+                cli_tools.export):
+    main.add_command(command)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import options
-from .errors import CharRNNError
+from .errors import CharRNNError, OptionError
 from .options import option
 
 CELLS = ("rnn", "gru", "lstm")
@@ -203,6 +203,47 @@ class NoveltyConfig:
 
     def validate(self) -> "NoveltyConfig":
         options.check(self)
+        return self
+
+
+@dataclass
+class ServeConfig:
+    """How ``charrnn serve`` serves a model over HTTP (charrnn/serve.py)."""
+    host: str = option("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).")
+    port: int = option(8000, "Port to listen on (0: a free one; the port bound is printed).",
+                       low=0, high=65535)
+    device: str = option("cpu", "Where the model runs (for a few streams the CPU beats a "
+                         "GPU's launch overhead).", choices=DEVICES)
+    precision: str = option("fp32", "Of the sampling step's weights (see charrnn sample).",
+                            choices=("fp32", "bf16"))
+    max_batch: int = option(64, "Samples generated at once, in one batched step; requests "
+                            "beyond wait in the queue.", low=1, high=4096)
+    max_queue: int = option(64, "Requests that may wait for a slot; past it, HTTP 503.",
+                            low=0, high=1 << 20)
+    max_length: int = option(10_000, "Most characters one request may ask for.", low=1,
+                             high=10**9)
+    max_body: int = option(65_536, "Largest request body, in bytes; past it, HTTP 413.",
+                           low=64, high=1 << 30)
+    cors_origin: Optional[str] = option(None, "Let pages of this origin (e.g. "
+                                        "http://localhost:3000) call the API; otherwise "
+                                        "cross-origin requests are refused.")
+
+    def validate(self) -> "ServeConfig":
+        options.check(self)
+        return self
+
+
+@dataclass
+class ExportConfig:
+    """What ``charrnn export`` writes (charrnn/export.py)."""
+    out: Optional[str] = option(None, "Folder to write the exported model to (required).")
+    format: str = option("onnx", "Export format.", choices=("onnx",))
+    force: bool = option(False, "Keep the export even when its parity check fails.")
+
+    def validate(self) -> "ExportConfig":
+        options.check(self)
+        if self.out is None:
+            raise OptionError("out", "must be given (the folder to write)")
         return self
 
 

@@ -79,7 +79,7 @@ class CharRNN(nn.Module):
         ValueError for a hidden state of another layout or shape.
         """
         cell, parts = self.config.cell, hidden_parts(hidden)
-        self._check_hidden(parts, len(ids))
+        self._check_hidden(parts, ids.shape[0])     # (not len(): it would fix an exported batch)
         x, new_parts = self.embed(ids), [[] for _ in parts]
         for layer in range(self.config.layers):
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)

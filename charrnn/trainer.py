@@ -72,6 +72,7 @@ def train(corpus: str, config: TrainConfig, callback: Optional[Callback] = None)
     try:
         run = prepare(corpus, config, ctx, device)     # the writer holds the folder's lock
         try:
+            _refuse_a_finished_run(run)
             result = loop(run, callback)
         except BaseException:
             run.folder.release(failed=True)
@@ -99,7 +100,6 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
     """Train until a limit, a signal or the callback says stop; save and report."""
     config, state, model, ctx = run.config, run.state, run.model, run.ctx
     total_steps = planned_steps(config.steps, config.epochs, run.streams.num_chunks)
-    _refuse_a_finished_run(run)
     losses = LossMeter(state, run.device, every_step=callback is not None)
     speed = Speed(run.streams.batch_size * config.seq_len * ctx.world_size)
     bar, clock, deadline = Bar(config.progress and ctx.is_main), Clock(state.elapsed), \

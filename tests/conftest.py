@@ -76,8 +76,9 @@ def browser():
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
                      "--disable-dev-shm-usage", "--window-size=1280,900",
-                     "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"):
-        options.add_argument(argument)     # (the proxy that leads nowhere: no network)
+                     "--proxy-server=http://127.0.0.1:9"):
+        options.add_argument(argument)     # (a proxy that leads nowhere: no network; Chromium
+                                           # bypasses proxies for loopback addresses itself)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     yield driver

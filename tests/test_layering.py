@@ -21,8 +21,14 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+CLI = {"charrnn.cli", "charrnn.cli_base", "charrnn.cli_tools"}
+
+
 def test_the_cli_imports_the_api_and_the_errors_only():
-    assert _imports(PACKAGE / "cli.py") == {"charrnn.api", "charrnn.errors"}
+    for module in CLI:
+        path = PACKAGE / f"{module.split('.')[1]}.py"
+        assert _imports(path) - CLI <= {"charrnn.api", "charrnn.errors"}, path.name
+    assert {"charrnn.api", "charrnn.errors"} <= _imports(PACKAGE / "cli.py")
 
 
 def test_loading_and_sampling_do_not_import_the_training_stack(trained):
@@ -38,7 +44,10 @@ def test_loading_and_sampling_do_not_import_the_training_stack(trained):
     # (torch itself loads torch.distributed and tqdm; that is fine)
     loaded = modules & {"charrnn.trainer", "charrnn.distributed", "charrnn.run",
                         "charrnn.cache", "datasets", "matplotlib", "pydivsufsort",
-                        "charrnn.plots", "charrnn.report", "charrnn.probe"}
+                        "charrnn.plots", "charrnn.report", "charrnn.probe",
+                        # serving and export load their libraries only when called
+                        "charrnn.serve", "charrnn.server", "charrnn.export", "fastapi",
+                        "starlette", "uvicorn", "pydantic", "onnx", "onnxruntime", "onnxscript"}
     assert not loaded
 
 

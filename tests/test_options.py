@@ -7,12 +7,13 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn import CharRNNError, ModelConfig, OptionError, SampleConfig, TrainConfig
-from charrnn.config import NoveltyConfig, ReportConfig
+from charrnn.config import ExportConfig, NoveltyConfig, ReportConfig, ServeConfig
 from charrnn.cli import main
 from charrnn.options import check_value, declared
 
 CONFIGS = {"model": ModelConfig, "train": TrainConfig, "sample": SampleConfig,
-           "report": ReportConfig, "novelty": NoveltyConfig}
+           "report": ReportConfig, "novelty": NoveltyConfig, "serve": ServeConfig,
+           "export": ExportConfig}
 
 
 def bad_values(item):
@@ -59,7 +60,7 @@ def _id(case):
 
 @pytest.mark.parametrize("kind, item, value", CASES, ids=map(_id, CASES))
 def test_values_outside_the_range_are_refused_through_the_api(kind, item, value):
-    config = CONFIGS[kind]()
+    config = CONFIGS[kind](**({"out": "somewhere"} if kind == "export" else {}))
     setattr(config, item.name, value)
     with pytest.raises(OptionError) as raised:
         config.validate()
@@ -91,8 +92,8 @@ def test_values_outside_the_range_are_one_line_errors_naming_the_flag(kind, item
     text = "nan" if isinstance(value, float) and math.isnan(value) else str(value)
     if item.spec.parse is not None:           # durations: "0s", "inf" is no duration
         text = f"{value}s" if isinstance(value, (int, float)) and math.isfinite(value) else "inf"
-    if kind == "sample":
-        args = ["sample", str(tmp_path / "no-run"), item.flag, text]
+    if kind in ("sample", "serve", "export"):      # checked before the run is looked for
+        args = [kind, str(tmp_path / "no-run"), item.flag, text]
     elif kind == "report":
         args = ["viz", str(tmp_path / "no-run"), str(corpus), item.flag, text]
     else:

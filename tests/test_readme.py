@@ -25,15 +25,19 @@ SHORTER = [("--time-limit 30m", "--time-limit 3s --preset tiny"), ("--steps 5000
            ("--sample-every 500 --save-every 1000 --keep 3",
             "--sample-every 2 --save-every 2 --keep 3 --steps 6 --eval-interval 2"),
            ("step-001000", "step-000004")]
-NOT_RUN = ("hf:",)      # needs the Hugging Face hub, which tests never reach (test_corpus.py
+NOT_RUN = ("hf:",      # needs the Hugging Face hub, which tests never reach (test_corpus.py
                         # loads a dataset from local files instead)
+           "charrnn serve")    # serves until stopped: tests/test_server.py runs it and the
+                               # README's curl lines against it
 OTHER_TOOLS = {"--nproc-per-node", "--standalone", "--nnodes", "--rdzv-backend",
                "--rdzv-endpoint", "--rdzv-id", "--rdzv-", "--node-rank", "--master-addr", "--master-port",
                "--quick", "--corpus"}
 
 
 def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+    """The README's fenced blocks in ``language`` ("" for none), each fence pair read whole."""
+    fenced = re.findall(r"^```(\w*)\n(.*?)^```$", README, flags=re.S | re.M)
+    return [body for kind, body in fenced if kind == language]
 
 
 def commands() -> list[str]:
@@ -73,7 +77,7 @@ def world(tmp_path, monkeypatch):
 
 
 def test_the_python_snippet_runs(world):
-    (snippet,) = blocks("python")
+    (snippet,) = [block for block in blocks("python") if "charrnn.load" in block]
     script = shortened(snippet).replace('config.model.cell = "gru"',
                                         'config.model.cell = "gru"\nconfig.steps = 5\n'
                                         'config.progress = False')
@@ -97,7 +101,7 @@ def test_every_charrnn_command_line_runs(world):
 def test_every_option_the_readme_names_exists():
     helps = "".join(CliRunner().invoke(main, [command, "--help"]).output
                     for command in ("train", "sample", "eval", "info", "viz", "plot",
-                                    "novelty"))
+                                    "novelty", "serve", "export"))
     named = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", README)) - OTHER_TOOLS
     missing = sorted(flag for flag in named if flag not in helps)
     assert not missing
@@ -108,3 +112,14 @@ def test_the_readme_lists_every_sampling_option():
     helped = set(re.findall(r"(--[a-z][a-z0-9-]+)", CliRunner().invoke(main, ["sample", "--help"])
                             .output)) - {"--help", "--prime"}
     assert sorted(flag for flag in helped if flag not in sampling) == []
+
+
+def test_the_onnx_snippet_samples_from_the_exported_model(world):
+    (line,) = [line for line in commands() if line.startswith("charrnn export")]
+    result = CliRunner().invoke(main, shlex.split(line)[1:])
+    assert result.exit_code == 0, result.output
+    (snippet,) = [block for block in blocks("python") if "onnxruntime" in block]
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
+                            timeout=120, cwd=world)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ROMEO:") and len(result.stdout) == len("ROMEO:") + 201

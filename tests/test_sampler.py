@@ -283,3 +283,23 @@ def test_a_trained_checkpoint_samples_through_the_api(trained):
                              SampleConfig(length=40, num_samples=3, seed=2))
     assert model.generate("the", length=40, seed=2) == texts[0]
     assert len(model.generate("the", length=40, seed=2, precision="bf16")) == 43
+
+
+def test_each_row_may_have_its_own_options():
+    """sample_rows, which the engine runs: row i's id is what sample_next gives for row i
+    alone with row i's options, whatever the other rows ask for."""
+    from charrnn.sampler import RowOptions, sample_rows
+    kinds = [SampleConfig(), SampleConfig(greedy=True), SampleConfig(temperature=0.3),
+             SampleConfig(top_k=2), SampleConfig(top_p=0.5),
+             SampleConfig(temperature=1.5, top_k=5, top_p=0.8, greedy=False)]
+    configs = [kinds[i % len(kinds)] for i in range(60)]
+    logits = torch.randn(60, 13, generator=torch.Generator().manual_seed(8))
+    uniform = torch.rand(60, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    options = RowOptions(60, 13)
+    for row, config in enumerate(configs):
+        options.set(row, config)
+    ids = sample_rows(logits, options, uniform)
+    alone = [sample_next(logits[i:i + 1], config, uniform[i:i + 1]).item()
+             for i, config in enumerate(configs)]
+    assert ids.tolist() == alone
+    assert ids.tolist() != sample_next(logits, SampleConfig(), uniform).tolist()

@@ -1,0 +1,96 @@
+"""The API's training entry points (``charrnn.api`` re-exports them): a run's settings from a
+preset, a saved run and the user's options (``train_config``), then the loop in trainer.py
+(``train_run``), and the loss chart once it has ended.
+
+``import charrnn`` does not import the trainer: ``train_run`` imports it when called.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from .checkpoint import saved_train_config
+from .config import ModelConfig, TrainConfig, preset
+from .corpus import Corpus
+from .device import resolve_device
+from .errors import CharRNNError, OptionError, note
+from .options import declared, did_you_mean
+
+if TYPE_CHECKING:
+    from .trainer import TrainResult
+
+
+def train_run(corpus: str, config: TrainConfig,
+              callback: Optional[Callable[[int, dict], bool]] = None) -> "TrainResult":
+    """Train and return the run's figures without loading the model (what the CLI uses)."""
+    # Imported here, not above: loading and sampling must not pay for the training stack.
+    from .trainer import train as run_training
+    result = run_training(corpus, config, callback)
+    draw_loss_png(result.out, result.is_main)     # after the loop: never on the time budget
+    return result
+
+
+def draw_loss_png(run: Union[str, Path], is_main: bool = True) -> Optional[Path]:
+    """Write ``run/loss.png`` (charrnn/plots.py) once training has ended; None when the run
+    has no evaluation yet or this is not the first process. A failure to draw is a note, not
+    an error: the trained model matters more than its chart."""
+    if not is_main or not (Path(run) / "metrics.jsonl").exists():
+        return None
+    from . import plots   # lazily: matplotlib is slow to import and sampling never needs it
+    try:
+        return plots.save_loss_png(run)
+    except CharRNNError as err:
+        note(f"no loss.png: {err}")
+        return None
+
+
+def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "auto",
+                 resume: bool = False, **options: Any) -> TrainConfig:
+    """The configuration of a run: the preset (``auto``: gpu-3m on CUDA, else cpu-10m) or,
+    with ``resume``, the run's saved settings, with ``options`` (TrainConfig's and
+    ModelConfig's fields; None means not given) on top. A step or epoch limit given without
+    a time limit replaces the preset's time limit. With ``init_from`` (a fine-tune) the preset
+    gives its training settings at a lower rate (``preset(fine_tune=True)``) and the shape
+    comes from the source. Raises CharRNNError (OptionError) for a bad value, and for
+    ``init_from`` with ``resume`` or with a shape option."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if given.get("init_from"):
+        _check_fine_tune(given, resume)
+    out = Path(out) if out else Path("checkpoints") / Corpus(corpus).name
+    model_fields = {item.name: item for item in declared(ModelConfig)}
+    if resume:
+        fixed = [item for item in [*declared(ModelConfig), *declared(TrainConfig)]
+                 if not item.spec.on_resume and item.name in given]
+        if fixed:
+            raise OptionError(fixed[0].name, "cannot change when a run is resumed: drop it "
+                                             "(start a new run to change it)")
+        config = saved_train_config(out / "last") if (out / "last").exists() else TrainConfig()
+    else:
+        if preset_name == "auto":
+            device = resolve_device(given.get("device", "auto"))
+            preset_name = "gpu-3m" if device.type == "cuda" else "cpu-10m"
+        config = preset(preset_name, fine_tune=bool(given.get("init_from")))
+    for key, value in given.items():
+        target = config.model if key in model_fields else config
+        if not hasattr(target, key):
+            names = [f.name for cls in (ModelConfig, TrainConfig)
+                     for f in dataclasses.fields(cls)]
+            raise CharRNNError(f"unknown training option {key!r}{did_you_mean(key, names)}")
+        setattr(target, key, value)
+    if ("steps" in given or "epochs" in given) and "time_limit" not in given:
+        config.time_limit = None     # the limit the user gives is the one that holds
+    config.out, config.resume = str(out), resume
+    return config.validate()
+
+
+def _check_fine_tune(given: dict, resume: bool) -> None:
+    """A fine-tune takes its shape from the source and starts a new run."""
+    if resume:
+        raise CharRNNError("--init-from starts a new run from another model and --resume "
+                           "continues this one: drop one of them")
+    shape = [item.name for item in declared(ModelConfig)
+             if item.spec.cli and item.name != "dropout" and item.name in given]
+    if shape:
+        raise OptionError(shape[0], "comes from the --init-from model (its shape cannot "
+                                    "change): drop it; dropout and the training settings can")
