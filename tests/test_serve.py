@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 import charrnn
 from charrnn.config import ServeConfig
+from charrnn.guard import is_loopback
 from charrnn.serve import create_app
 
 BASE = "http://127.0.0.1:8000"
@@ -154,3 +155,10 @@ def test_info_health_openapi_and_the_page(served):
     assert page.status_code == 200 and "charrnn playground" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert re.findall(r"https?://|//[a-z]", page.text) == []      # nothing from the network
+
+
+def test_loopback_addresses_are_told_apart_from_the_others():
+    assert all(is_loopback(host) for host in ("127.0.0.1", "127.8.0.1", "::1", "[::1]",
+                                              "localhost", "LOCALHOST"))
+    assert not any(is_loopback(host) for host in ("0.0.0.0", "::", "192.168.1.20",
+                                                  "example.com", "localhost.example.com"))
