@@ -2,6 +2,7 @@
 that says what is wrong), the origin and body-size guards, /v1/info, /health, the page."""
 import json
 import re
+import socket
 
 import pytest
 from fastapi.testclient import TestClient
@@ -162,3 +163,15 @@ def test_loopback_addresses_are_told_apart_from_the_others():
                                               "localhost", "LOCALHOST"))
     assert not any(is_loopback(host) for host in ("0.0.0.0", "::", "192.168.1.20",
                                                   "example.com", "localhost.example.com"))
+
+
+def test_a_port_in_use_is_a_one_line_error(trained):
+    from click.testing import CliRunner
+    from charrnn.cli import main
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", str(trained), "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
