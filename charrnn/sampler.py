@@ -1,8 +1,9 @@
 """Stage 8: sampling. ``generate`` is one request to the sampling engine (charrnn/engine.py):
-the prime text goes through the fused network once; then each sampled character is fed back
-in, one step at a time, through ``FastStep`` (charrnn/fast_step.py, the optimised
-``CharRNN.step``), and ``sample_rows`` (charrnn/choice.py) chooses the next character from
-its logits. The HTTP server and ``Model.stream`` run the same engine.
+the prime is read (a long one's start through the fused network, its last characters one
+step at a time), then each sampled character is fed back in, one step at a time, through
+``FastStep`` (charrnn/fast_step.py, the optimised ``CharRNN.step``), and ``sample_rows``
+(charrnn/choice.py) chooses the next character from its logits. ``stream`` and the HTTP
+server (charrnn/serve.py) run the same engine.
 
 The seed rule (charrnn/choice.py): sample i of a request with seed s draws its random numbers
 from its own generator, seeded with ``sample_seed(s, i)``, so a sample's text depends on

@@ -17,6 +17,7 @@ imports that inside the function, so ``import charrnn`` never loads the serving 
 import asyncio
 import dataclasses
 import json
+import secrets
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Optional
@@ -36,6 +37,7 @@ from .version import __version__
 
 FLUSH_INTERVAL = 0.05   # seconds: a stream sends at most 20 events a second, each with all
                         # the characters that came meanwhile (fewer, larger writes under load)
+JS_SAFE_INTEGER = 2**53
 NOT_PER_REQUEST = {"precision"}    # the server's --precision: one for the whole batch
 PAGE_POLICY = ("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                "img-src data:")   # the playground loads nothing from the network
@@ -190,6 +192,8 @@ async def _generate(engine: Engine, settings: ServeConfig, fields: dict,
     prime, streaming = fields.pop("prime"), fields.pop("stream")
     try:
         config = SampleConfig(**fields, precision=settings.precision).validate()
+        if config.seed is None:      # drawn here, below 2**53: JavaScript's numbers hold it
+            config.seed = secrets.randbelow(JS_SAFE_INTEGER)
         if config.length > settings.max_length:
             raise OptionError("length", f"must be <= {settings.max_length} on this server "
                                         f"(its --max-length), got {config.length}")

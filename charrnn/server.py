@@ -18,7 +18,7 @@ from typing import Callable
 import uvicorn
 
 from .config import ServeConfig
-from .errors import note
+from .errors import CharRNNError, note
 from .guard import is_loopback
 from .serve import create_app
 
@@ -57,12 +57,17 @@ def bind(host: str, port: int) -> socket.socket:
 def run(net, tokenizer, checkpoint: dict, settings: ServeConfig,
         ready: Callable[[str], None]) -> None:
     """Serve until SIGINT or SIGTERM (see the module docstring); ``ready(url)`` is called once
-    the socket listens. Raises OSError when the address cannot be bound."""
+    the socket listens. Raises CharRNNError when the address cannot be bound."""
     if not is_loopback(settings.host):
         note(f"listening on {settings.host}: anyone who can reach this machine can use the "
              "model (use --host 127.0.0.1 to keep it to this machine)")
     app = create_app(net, tokenizer, checkpoint, settings)
-    sock = bind(settings.host, settings.port)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as err:
+        raise CharRNNError(f"cannot listen on {settings.host}:{settings.port}: "
+                           f"{err.strerror or err}; choose another --port (0: any free one) "
+                           "or --host") from None
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=GRACE_SECONDS)

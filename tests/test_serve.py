@@ -2,12 +2,14 @@
 that says what is wrong), the origin and body-size guards, /v1/info, /health, the page."""
 import json
 import re
+import socket
 
 import pytest
 from fastapi.testclient import TestClient
 
 import charrnn
 from charrnn.config import ServeConfig
+from charrnn.guard import is_loopback
 from charrnn.serve import create_app
 
 BASE = "http://127.0.0.1:8000"
@@ -63,7 +65,10 @@ def test_a_stream_sends_the_text_as_it_comes_then_the_whole_answer(served):
     expected = model.generate("to", length=80, seed=9, num_samples=2)
     assert streamed == end["texts"] == expected
     without_a_seed = events(client.post("/v1/generate", json={"length": 5, "stream": True}).text)
-    assert isinstance(without_a_seed[-1][1]["seed"], int)
+    seed = without_a_seed[-1][1]["seed"]          # one a browser's numbers hold exactly
+    assert isinstance(seed, int) and 0 <= seed < 2**53
+    again = client.post("/v1/generate", json={"length": 5, "seed": seed}).json()["texts"]
+    assert again == without_a_seed[-1][1]["texts"]
 
 
 @pytest.mark.parametrize("body, message", [
@@ -151,3 +156,22 @@ def test_info_health_openapi_and_the_page(served):
     assert page.status_code == 200 and "charrnn playground" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert re.findall(r"https?://|//[a-z]", page.text) == []      # nothing from the network
+
+
+def test_loopback_addresses_are_told_apart_from_the_others():
+    assert all(is_loopback(host) for host in ("127.0.0.1", "127.8.0.1", "::1", "[::1]",
+                                              "localhost", "LOCALHOST"))
+    assert not any(is_loopback(host) for host in ("0.0.0.0", "::", "192.168.1.20",
+                                                  "example.com", "localhost.example.com"))
+
+
+def test_a_port_in_use_is_a_one_line_error(trained):
+    from click.testing import CliRunner
+    from charrnn.cli import main
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", str(trained), "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
