@@ -42,7 +42,7 @@ $(DEFAULT_CORPUS): | $(VENV)/.installed
 	@echo "wrote $@ ($$(wc -c < $@) bytes)"
 
 train: setup $(if $(filter $(DEFAULT_CORPUS),$(CORPUS)),$(DEFAULT_CORPUS))
-	$(BIN)/charrnn train "$(CORPUS)" --out "checkpoints/$(NAME)" --preset $(PRESET) $(if $(TIME),--time-limit $(TIME)) $(ARGS)
+	CHARRNN_HINT=make $(BIN)/charrnn train "$(CORPUS)" --out "checkpoints/$(NAME)" --preset $(PRESET) $(if $(TIME),--time-limit $(TIME)) $(ARGS)
 
 sample: setup
 	$(BIN)/charrnn sample "checkpoints/$(NAME)" --prime "$(PRIME)" --length $(LENGTH) --seed $(SEED) $(ARGS)
@@ -51,8 +51,10 @@ sample: setup
 serve: setup
 	$(BIN)/charrnn serve "checkpoints/$(NAME)" $(ARGS)
 
+# One thread per process: the tests' models are tiny, and several tests run processes side by
+# side, where more threads than cores make OpenMP's spin-waits cost far more than they save.
 test: setup
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
 # Benchmarks beside the plain PyTorch loop; BENCH_ARGS=--quick for a 2-minute run.
 bench: setup

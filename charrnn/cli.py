@@ -90,7 +90,7 @@ def _short_path(path: str) -> str:
 
 def _sample_command(result) -> str:
     prime = shlex.quote(result.prime_hint)
-    if os.environ.get("MAKELEVEL"):        # started by `make train`
+    if os.environ.get("CHARRNN_HINT") == "make":    # started by `make train` (Makefile)
         name = os.path.basename(os.path.normpath(str(result.out)))
         return f"make sample NAME={name} PRIME={prime}"
     return f"{_launcher(1)} sample {result.out} --prime {prime} --length 500"

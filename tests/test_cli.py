@@ -1,5 +1,6 @@
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -78,3 +79,22 @@ def test_real_subprocess_train_then_sample(corpus, tmp_path):
     assert sample.stdout.decode("utf-8").startswith("café")
     config = json.loads((out / "best" / "config.json").read_text())
     assert config["train"]["steps"] == 10
+
+
+def test_the_printed_sample_command_works_as_printed(tmp_path, monkeypatch):
+    # A corpus without "ROMEO:": the hint primes with a word of this corpus.
+    corpus = tmp_path / "letters.txt"
+    corpus.write_text("Liebe Anna,\nwie geht es dir? Mir geht es gut.\n" * 300, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHARRNN_HINT", raising=False)
+    result = run("train", corpus, "--out", "run", "--steps", 10, "--cache-dir", "cache", *TINY)
+    assert result.exit_code == 0, result.output
+    command = result.output.split("--- sample more with: ")[1].strip()
+    sampled = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert sampled.returncode == 0, (command, sampled.stderr)
+    prime = shlex.split(command)[shlex.split(command).index("--prime") + 1]
+    assert prime in corpus.read_text(encoding="utf-8") and sampled.stdout.startswith(prime)
+    monkeypatch.setenv("CHARRNN_HINT", "make")       # as `make train` starts it
+    again = run("train", corpus, "--out", "run", "--steps", 12, "--resume", *TINY)
+    assert f"make sample NAME=run PRIME={prime}" in again.output, again.output
