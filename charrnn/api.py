@@ -74,6 +74,8 @@ class Model:
         or a config is given. ``on_text(sample, text)`` receives characters as they come.
         Raises CharRNNError for an option out of range or a prime the model cannot read."""
         asked_for_list = config is not None or "num_samples" in options or "n" in options
+        if not isinstance(prime, str):
+            raise CharRNNError(f"prime must be text (a str), got {type(prime).__name__}")
         texts = generate(self.net, self.tokenizer, prime, self._sample_config(config, options),
                          on_text)
         return texts if asked_for_list else texts[0]
@@ -100,6 +102,8 @@ class Model:
 
     def _sample_config(self, config: Optional[SampleConfig], options: dict) -> SampleConfig:
         if "n" in options:
+            if "num_samples" in options:
+                raise CharRNNError("give num_samples or its old name n, not both")
             options["num_samples"] = options.pop("n")
         known = [f.name for f in dataclasses.fields(SampleConfig)]
         unknown = sorted(set(options) - set(known))

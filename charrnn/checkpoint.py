@@ -160,8 +160,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     try:
         model_config = ModelConfig(**config["model"]).validate()
         model = CharRNN(model_config)
-    except (TypeError, KeyError, ValueError, CharRNNError) as err:
-        raise CharRNNError(f"checkpoint {folder}: bad model configuration ({err}); "
+    except (TypeError, KeyError, ValueError, CharRNNError, RuntimeError, MemoryError) as err:
+        # (RuntimeError, MemoryError: a config.json asking for a model too large to allocate)
+        raise CharRNNError(f"checkpoint {folder}: bad model configuration "
+                           f"({_first_line(err)[:200]}); "
                            f"{BROKEN}") from None
     if model_config.vocab_size != tokenizer.vocab_size:
         raise CharRNNError(f"checkpoint {folder}: model and tokenizer.json disagree on the "
@@ -187,16 +189,19 @@ def load_trainer_state(folder: Path, device: str | torch.device = "cpu") -> dict
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower():
             raise CharRNNError(f"checkpoint {folder}: {STATE_FILE} is corrupt or unsafe; it "
-                               "cannot be resumed: start again with --overwrite") from None
+                               "cannot be resumed: start a new run from its weights with "
+                               "--init-from (or again with --overwrite)") from None
         # torch's own message goes on to suggest weights_only=False: never advise that.
         raise CharRNNError(f"checkpoint {folder}: {STATE_FILE} is corrupt or unsafe: it holds "
                            "objects other than tensors and plain containers, which are never "
-                           "loaded (they could run code); it cannot be resumed: start again "
-                           "with --overwrite") from None
+                           "loaded (they could run code); it cannot be resumed: start a new "
+                           "run from its weights with --init-from (or again with "
+                           "--overwrite)") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as err:
         raise CharRNNError(f"checkpoint {folder}: {STATE_FILE} is corrupt or unsafe "
-                           f"({_first_line(err)[:200]}); it cannot be resumed: start again "
-                           "with --overwrite") from None
+                           f"({_first_line(err)[:200]}); it cannot be resumed: start a new "
+                           "run from its weights with --init-from (or again with "
+                           "--overwrite)") from None
 
 
 def _first_line(err: BaseException) -> str:

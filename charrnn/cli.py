@@ -62,7 +62,12 @@ def _summary(result) -> str:
     why = f"stopped by {STOPPED.get(result.stopped_by, result.stopped_by)}" + \
         (f" ({result.limit})" if result.stopped_by in ("steps", "epochs", "time", "early-stop")
          else "")
-    if result.val_loss == result.val_loss:      # not nan: there was an evaluation
+    limited = result.stopped_by in ("steps", "epochs", "time", "early-stop")
+    if result.val_loss == result.val_loss and not limited:   # stopped between validations
+        return (f"step {result.step} after {result.elapsed:.0f}s, {why}; the last validation "
+                f"gave val loss {result.val_loss:.4f} nats/char, {result.val_bpc:.4f} "
+                f"bits/char (best {result.best_val_loss:.4f}); model in {result.out}")
+    if result.val_loss == result.val_loss:      # not nan: validated at this step
         return (f"step {result.step}: val loss {result.val_loss:.4f} nats/char, "
                 f"{result.val_bpc:.4f} bits/char (best {result.best_val_loss:.4f}) after "
                 f"{result.elapsed:.0f}s, {why}; model in {result.out}")

@@ -167,7 +167,7 @@ class SampleConfig:
         """Raises OptionError for a value out of range, CharRNNError for an empty stop."""
         options.check(self)
         if self.stop == "":
-            raise CharRNNError("stop must not be empty")
+            raise OptionError("stop", "must not be empty")
         return self
 
 

@@ -199,14 +199,21 @@ def _limits(config: TrainConfig) -> str:
 
 
 def _refuse_a_finished_run(run: Run) -> None:
-    """--resume on a run that already reached its limits would do nothing: say so."""
+    """--resume on a run that already reached its limits would do nothing: say so. (A time
+    limit counts as reached when no time is left to train before the final validation.)"""
+    if not run.config.resume:
+        return
     reason = _limit_reached(run.config, run.state, run.streams.num_chunks)
-    if run.config.resume and reason == "early-stop":
+    if reason is None and run.config.time_limit is not None:
+        deadline = Deadline.of(run)
+        deadline.speak = False
+        reason = deadline.reason(run.state.elapsed)
+    if reason == "early-stop":
         raise CharRNNError(
             f"the run in {run.folder.path} stopped early: {run.state.evals_since_best} "
             "evaluations without a better validation loss; pass a larger --early-stop with "
             "--resume to train it further")
-    if run.config.resume and reason:
+    if reason:
         raise CharRNNError(
             f"the run in {run.folder.path} already reached its limit ({_limits(run.config)}; "
             f"it trained {run.state.step} steps in {run.state.elapsed:.0f} s, counted over all "

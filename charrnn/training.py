@@ -57,6 +57,9 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
     given = {k: v for k, v in options.items() if v is not None}
     if given.get("init_from"):
         _check_fine_tune(given, resume)
+    if out is not None and not str(out).strip():
+        raise OptionError("out", "must not be empty: give a folder, or leave it out for "
+                                 "checkpoints/<corpus name>")
     out = Path(out) if out else Path("checkpoints") / Corpus(corpus).name
     model_fields = {item.name: item for item in declared(ModelConfig)}
     if resume:

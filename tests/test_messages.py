@@ -103,3 +103,35 @@ def test_a_run_that_diverges_before_its_first_checkpoint_says_so(corpus, tmp_pat
                        "1e30", "--clip", "0", "--eval-interval", "10", "--steps", "30",
                        "--no-progress", "--cache-dir", tmp_path / "cache"), message)
     assert not (tmp_path / "run").exists()
+
+
+def test_what_a_new_user_tried_gets_one_line(trained, corpus, tmp_path):
+    """Found by trying the README as a new user: each of these was a traceback or silent."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    import charrnn
+    from charrnn import CharRNNError
+    from charrnn.cli import main
+    model = charrnn.load(trained)
+    with pytest.raises(CharRNNError, match="prime must be text"):
+        model.generate(123, length=5)
+    with pytest.raises(CharRNNError, match="num_samples or its old name n, not both"):
+        model.generate("the", n=2, num_samples=3)
+    result = CliRunner().invoke(main, ["sample", str(trained), "--stop", ""])
+    assert result.exit_code != 0 and result.output.startswith("error: --stop must not be empty")
+    result = CliRunner().invoke(main, ["train", str(corpus), "--out", "", "--preset", "tiny"])
+    assert result.exit_code != 0 and result.output.startswith("error: --out must not be empty")
+    # A config.json that asks for a model too large to allocate is a corrupt checkpoint.
+    broken = tmp_path / "broken"
+    shutil.copytree(trained / "best", broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["model"]["hidden_size"] = 1_000_000
+    (broken / "config.json").write_text(json.dumps(config))
+    for args in (["sample", str(broken), "--length", "5"], ["eval", str(broken), str(corpus)]):
+        result = CliRunner().invoke(main, args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert "bad model configuration" in lines[0] and "Traceback" not in result.output
