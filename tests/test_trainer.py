@@ -95,13 +95,11 @@ def test_cuda_checkpoint_loads_on_cpu(corpus, tmp_path):
     assert model.device.type == "cpu" and len(model.generate("the", length=10, seed=1)) == 13
 
 
-def test_resume_on_a_run_that_used_its_time_says_so(corpus, tmp_path):
-    # The deadline stops a timed run a little before its limit (to validate in time): that
-    # run has used its time all the same, and --resume must say so, not "train" for 0 s.
-    train_run(str(corpus), tiny_config(tmp_path / "run", steps=None, time_limit=2.0))
+def test_resume_on_a_finished_run_says_so_and_changes_nothing(corpus, tmp_path):
+    train_run(str(corpus), tiny_config(tmp_path / "run", steps=12))
     before = weights(tmp_path / "run" / "last")
-    with pytest.raises(CharRNNError, match="already reached its limit .*2 s.*--time-limit"):
-        train_run(str(corpus), tiny_config(tmp_path / "run", steps=None, time_limit=2.0,
-                                           resume=True))
+    with pytest.raises(CharRNNError, match=r"already reached its limit \(12 steps; .*pass a "
+                                           r"larger --steps, --epochs or --time-limit"):
+        train_run(str(corpus), tiny_config(tmp_path / "run", steps=12, resume=True))
     after = weights(tmp_path / "run" / "last")
     assert all(torch.equal(before[k], after[k]) for k in before)
