@@ -220,11 +220,6 @@ def launched() -> bool:
         return False
 
 
-def is_main_process() -> bool:
-    """Rank 0, or a process outside a distributed launch (for what only one process prints)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def setup(device: torch.device) -> tuple[Context, torch.device]:
