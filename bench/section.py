@@ -36,7 +36,7 @@ def peak(device="cpu"):
 
 def quality(corpus, seconds, preset_name, device="cpu"):
     from charrnn.api import train_run
-    from charrnn.config import preset
+    from charrnn.presets import preset
 
     config = preset(preset_name)
     config.time_limit, config.steps, config.epochs = float(seconds), None, None
@@ -122,7 +122,7 @@ def _run(corpus, seconds, out, cache, init_from=None, lr_scale=None, device="cpu
     """Preset cpu-1m for ``seconds`` (or ``steps``): from scratch, or a fine-tune of
     ``init_from`` at the preset's rate times ``lr_scale`` (default: charrnn's fine-tune rate)."""
     from charrnn.api import train_run
-    from charrnn.config import preset
+    from charrnn.presets import preset
 
     config = preset("cpu-1m", fine_tune=init_from is not None)
     if init_from is not None and lr_scale is not None:
@@ -143,7 +143,7 @@ def finetune(corpus, seconds, device="cpu", lr_scales=""):
     after the timed fine-tune. ``lr_scales``: comma-separated rate factors for more
     fine-tunes of the base's steps (a sweep; their loss on the old text too)."""
     import charrnn
-    from charrnn.config import FINE_TUNE_LR_SCALE
+    from charrnn.presets import FINE_TUNE_LR_SCALE
 
     text = Path(corpus).read_text(encoding="utf-8")
     old_val = text[len(text) - int(len(text) * 0.1):]

@@ -8,9 +8,10 @@ The data path, one module per stage:
 Options are declared once, in config.py.
 """
 from .api import Model, load, plot_runs, train
-from .config import ModelConfig, SampleConfig, SampleOptions, TrainConfig, preset
+from .config import ModelConfig, SampleConfig, SampleOptions, TrainConfig
 from .errors import CharRNNError, OptionError
 from .model import CharRNN
+from .presets import preset
 from .tokenizer import CharTokenizer
 from .version import __version__
 

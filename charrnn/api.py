@@ -20,14 +20,15 @@ import numpy as np
 import torch
 
 from .checkpoint import find_checkpoint, load_checkpoint, read_config
-from .config import (PRESETS, ExportConfig, ModelConfig, NoveltyConfig, ReportConfig,
-                     SampleConfig, ServeConfig, TrainConfig, preset)
+from .config import (ExportConfig, ModelConfig, NoveltyConfig, ReportConfig, SampleConfig,
+                     ServeConfig, TrainConfig)
 from .corpus import Corpus
 from .device import resolve_device, warn_if_bf16_is_emulated
 from .errors import CharRNNError, note
 from .evaluate import LN2, eval_streams, evaluate
 from .model import CharRNN
 from .novelty import TrainingText
+from .presets import PRESETS, preset
 from .options import declared, did_you_mean
 from .sampler import generate, stream
 from .tokenizer import CharTokenizer

@@ -247,47 +247,6 @@ class ExportConfig:
         return self
 
 
-# Presets are named for the budget and the device they were tuned on (see bench/RESULTS.md).
-PRESETS: dict[str, dict[str, Any]] = {
-    # 60 s on 2 CPU cores: one wide layer, short chunks and a high rate learn fastest per second;
-    # AdamW with beta1 0.8 and weight decay 0.1 (bench/TRIED.md). No validation before the end.
-    "cpu-1m": dict(model=dict(cell="lstm", layers=1, hidden_size=512, embed_size=64, dropout=0.0),
-                   batch_size=32, seq_len=32, lr=8e-3, warmup_steps=100, weight_decay=0.1,
-                   beta1=0.8, eval_interval=2500, time_limit=60.0),
-    # 10 min on 2 CPU cores: still compute-bound, so one wide layer with many small updates
-    # beats the classic 2x512 at batch 64; by 6 epochs of tinyshakespeare it overfits (train
-    # 1.10 vs val 1.42 at dropout 0.1), hence dropout 0.25 (bench/TRIED.md).
-    "cpu-10m": dict(model=dict(cell="lstm", layers=1, hidden_size=768, embed_size=64, dropout=0.25),
-                    batch_size=32, seq_len=32, lr=5e-3, warmup_steps=100, weight_decay=0.1,
-                    beta1=0.8, eval_interval=2000, time_limit=600.0),
-    "gpu-3m": dict(model=dict(cell="lstm", layers=3, hidden_size=1024, embed_size=128, dropout=0.2),
-                   batch_size=128, seq_len=256, lr=2e-3, warmup_steps=100, eval_interval=500,
-                   time_limit=180.0),
-    "tiny": dict(model=dict(cell="lstm", layers=1, hidden_size=64, embed_size=16, dropout=0.0),
-                 batch_size=8, seq_len=32, lr=1e-2, warmup_steps=5, eval_interval=50),
-}
-
-
-# A fine-tune starts from trained weights: its default peak rate is the preset's times this.
-# Measured (bench/TRIED.md, cpu-1m, tinyshakespeare -> German, 900 steps): the full rate learns
-# the new text best (1.356 nats/char) but forgets most of the old (3.41 from 1.58); x0.5: 1.383
-# and 3.17; x0.25: 1.453 and 2.98, no better than a fresh run (1.456). x0.5 is the compromise.
-FINE_TUNE_LR_SCALE = 0.5
-
-
-def preset(name: str, fine_tune: bool = False) -> TrainConfig:
-    """A TrainConfig filled from the named preset; ``fine_tune``: its training settings for a
-    run with --init-from (the rate times FINE_TUNE_LR_SCALE; the shape comes from the source).
-    Raises CharRNNError for an unknown name."""
-    if name not in PRESETS:
-        raise CharRNNError(f"unknown preset {name!r}{options.did_you_mean(name, PRESETS)}: "
-                           f"choose one of {', '.join(PRESETS)}")
-    config = TrainConfig.from_dict(PRESETS[name])
-    if fine_tune:
-        config.lr *= FINE_TUNE_LR_SCALE
-    return config
-
-
 def _known(cls, data: dict) -> dict:
     """The keys of ``data`` that ``cls`` declares, older names (aliases) renamed."""
     renames = {alias: item.name for item in options.declared(cls) for alias in item.spec.aliases}

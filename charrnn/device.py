@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import torch
 
@@ -44,9 +45,29 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     return "fp32"
 
 
-@functools.lru_cache(maxsize=None)
+NATIVE_BF16_ENV = "CHARRNN_NATIVE_BF16"
+
+
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run at about twice the fp32 rate (Linux flags)."""
+    """AVX512-BF16 or AMX: bf16 matmuls run at about twice the fp32 rate (Linux flags).
+    CHARRNN_NATIVE_BF16=0 or 1 overrides what the CPU reports: to try (or test) on one machine
+    what charrnn picks on another. Raises CharRNNError for another value."""
+    given = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if given in ("0", "1"):
+        return given == "1"
+    if given:
+        raise CharRNNError(f"{NATIVE_BF16_ENV}={given!r}: use 1 (native bf16), 0 (none), or "
+                           "leave it unset to ask the CPU")
+    return _cpu_reports_bf16()
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_reports_bf16() -> bool:
+    """What torch reports (its cpuinfo probe: any OS), else the flags of /proc/cpuinfo."""
+    probes = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(probe) for probe in probes):
+        return any(probe() for probe in probes)
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             flags = next((line for line in handle if line.startswith("flags")), "").split()

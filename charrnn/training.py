@@ -7,15 +7,20 @@ preset, a saved run and the user's options (``train_config``), then the loop in 
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .checkpoint import saved_train_config
-from .config import ModelConfig, TrainConfig, preset
+from .config import ModelConfig, TrainConfig
 from .corpus import Corpus
-from .device import resolve_device
+from .device import cpu_has_native_bf16, resolve_device
 from .errors import CharRNNError, OptionError, note
 from .options import declared, did_you_mean
+from .presets import Resolved, preset, resolve_defaults
+
+FACT_CHARS = 1 << 20     # the vocabulary of --preset auto is estimated from this much text
 
 if TYPE_CHECKING:
     from .trainer import TrainResult
@@ -47,8 +52,8 @@ def draw_loss_png(run: Union[str, Path], is_main: bool = True) -> Optional[Path]
 
 def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "auto",
                  resume: bool = False, **options: Any) -> TrainConfig:
-    """The configuration of a run: the preset (``auto``: gpu-3m on CUDA, else cpu-10m) or,
-    with ``resume``, the run's saved settings, with ``options`` (TrainConfig's and
+    """The configuration of a run: the preset (``auto``: picked for the limits, device, corpus
+    and fine-tune by ``presets.resolve_defaults``, which says why in one note) or, with ``resume``, the run's saved settings, with ``options`` (TrainConfig's and
     ModelConfig's fields; None means not given) on top. A step or epoch limit given without
     a time limit replaces the preset's time limit. With ``init_from`` (a fine-tune) the preset
     gives its training settings at a lower rate (``preset(fine_tune=True)``) and the shape
@@ -71,9 +76,12 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
         config = saved_train_config(out / "last") if (out / "last").exists() else TrainConfig()
     else:
         if preset_name == "auto":
-            device = resolve_device(given.get("device", "auto"))
-            preset_name = "gpu-3m" if device.type == "cuda" else "cpu-10m"
-        config = preset(preset_name, fine_tune=bool(given.get("init_from")))
+            resolved = auto_preset(corpus, given)
+            if os.environ.get("RANK", "0") == "0":      # once under torchrun
+                note(resolved.reason)
+            config = resolved.config()
+        else:
+            config = preset(preset_name, fine_tune=bool(given.get("init_from")))
     for key, value in given.items():
         target = config.model if key in model_fields else config
         if not hasattr(target, key):
@@ -97,3 +105,40 @@ def _check_fine_tune(given: dict, resume: bool) -> None:
     if shape:
         raise OptionError(shape[0], "comes from the --init-from model (its shape cannot "
                                     "change): drop it; dropout and the training settings can")
+
+
+def auto_preset(corpus: str, given: dict) -> Resolved:
+    """What ``--preset auto`` resolves to for ``corpus`` and the options ``given`` (None-free):
+    the facts gathered here, cheaply (file sizes and the first block of text, no full read),
+    the rule in ``presets.resolve_defaults``. Raises CharRNNError for a corpus it cannot read."""
+    chars, vocab = corpus_facts(corpus, given.get("encoding", "utf-8"),
+                                given.get("errors", "strict"))
+
+    def number(key):     # a wrong type is options.check's to report, after this
+        value = given.get(key)
+        return value if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+    fraction = number("val_fraction")
+    return resolve_defaults(number("time_limit"), number("steps"), number("epochs"),
+                            resolve_device(given.get("device", "auto")).type, chars, vocab,
+                            bool(given.get("init_from")), cpu_has_native_bf16(),
+                            precision=given.get("precision", "auto"),
+                            val_fraction=fraction if fraction is not None and 0 < fraction < 1
+                            else 0.1)
+
+
+def corpus_facts(corpus: str, encoding: str = "utf-8", errors: str = "strict"
+                 ) -> tuple[Optional[int], Optional[int]]:
+    """(characters, vocabulary size with <unk>), estimated from the files' sizes and their first
+    block (characters per byte there; distinct characters in its first FACT_CHARS): cheap and
+    deterministic. (None, None) for a dataset (hf:) or an empty text."""
+    source = Corpus(corpus, encoding, errors)
+    if source.hf:
+        return None, None
+    blocks = source.blocks()
+    first = next(blocks, None)
+    blocks.close()
+    if first is None or not first.raw:
+        return None, None
+    size = sum(path.stat().st_size for path in source.files)
+    chars = round(size * len(first.text) / len(first.raw))
+    return chars, len(set(first.text[:FACT_CHARS])) + 1

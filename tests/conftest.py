@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import charrnn
-from charrnn.config import TrainConfig, preset
+from charrnn.config import TrainConfig
+from charrnn.presets import preset
 
 VARIED = ("Hello, wörld!\n\tПривет, мир. 世界你好 😀👍🏽 café naïve\r\n"
           "ROMEO: But soft, what light through yonder window breaks?\n")

@@ -3,7 +3,8 @@ import re
 import pytest
 
 from charrnn import CharRNNError
-from charrnn.config import PRESETS, TrainConfig, parse_duration, preset
+from charrnn.config import TrainConfig, parse_duration
+from charrnn.presets import PRESETS, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

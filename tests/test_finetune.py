@@ -15,7 +15,7 @@ import charrnn
 from charrnn import CharRNNError, OptionError
 from charrnn.api import train_config, train_run
 from charrnn.cli import main
-from charrnn.config import FINE_TUNE_LR_SCALE, PRESETS
+from charrnn.presets import FINE_TUNE_LR_SCALE, PRESETS
 from charrnn.finetune import adapted
 from conftest import make_corpus, tiny_config
 
