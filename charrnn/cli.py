@@ -30,7 +30,8 @@ def main():
 @click.argument("corpus")
 @click.option("--preset", "preset_name", type=click.Choice(["auto", *api.PRESETS]),
               default="auto", show_default=True,
-              help="Starting settings; auto: cpu-10m on CPU, gpu-3m on CUDA.")
+              help="Starting settings; auto: picked for the time limit (or steps), the CPU's "
+                   "bf16 and the corpus, saying why (gpu-3m on CUDA).")
 @declared_options(api.ModelConfig, api.TrainConfig)
 @click.option("--sample-length", type=int, default=300, show_default=True,
               help="Characters of the sample printed at the end (0: none).")

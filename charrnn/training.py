@@ -53,7 +53,8 @@ def draw_loss_png(run: Union[str, Path], is_main: bool = True) -> Optional[Path]
 def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "auto",
                  resume: bool = False, **options: Any) -> TrainConfig:
     """The configuration of a run: the preset (``auto``: picked for the limits, device, corpus
-    and fine-tune by ``presets.resolve_defaults``, which says why in one note) or, with ``resume``, the run's saved settings, with ``options`` (TrainConfig's and
+    and fine-tune by ``presets.resolve_defaults``, saying why in one note once the settings are
+    checked) or, with ``resume``, the run's saved settings, with ``options`` (TrainConfig's and
     ModelConfig's fields; None means not given) on top. A step or epoch limit given without
     a time limit replaces the preset's time limit. With ``init_from`` (a fine-tune) the preset
     gives its training settings at a lower rate (``preset(fine_tune=True)``) and the shape
@@ -67,6 +68,7 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
                                  "checkpoints/<corpus name>")
     out = Path(out) if out else Path("checkpoints") / Corpus(corpus).name
     model_fields = {item.name: item for item in declared(ModelConfig)}
+    resolved = None
     if resume:
         fixed = [item for item in [*declared(ModelConfig), *declared(TrainConfig)]
                  if not item.spec.on_resume and item.name in given]
@@ -77,8 +79,6 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
     else:
         if preset_name == "auto":
             resolved = auto_preset(corpus, given)
-            if os.environ.get("RANK", "0") == "0":      # once under torchrun
-                note(resolved.reason)
             config = resolved.config()
         else:
             config = preset(preset_name, fine_tune=bool(given.get("init_from")))
@@ -92,7 +92,10 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
     if ("steps" in given or "epochs" in given) and "time_limit" not in given:
         config.time_limit = None     # the limit the user gives is the one that holds
     config.out, config.resume = str(out), resume
-    return config.validate()
+    config.validate()
+    if resolved is not None and os.environ.get("RANK", "0") == "0":   # once under torchrun
+        note(resolved.reason)         # after the checks: an error is the only line
+    return config
 
 
 def _check_fine_tune(given: dict, resume: bool) -> None:

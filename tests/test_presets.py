@@ -141,7 +141,8 @@ def test_train_config_without_native_bf16_picks_for_fp32(corpus, tmp_path, monke
 def test_the_cli_says_what_auto_picked_in_one_note(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("CHARRNN_NATIVE_BF16", "1")
     result = cli("train", corpus, "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache",
-                 "--steps", "2", "--device", "cpu", "--no-progress", "--sample-length", "0")
+                 "--steps", "2", "--device", "cpu", "--no-progress", "--sample-length", "0",
+                 "--hidden-size", "16")       # (a given option wins, and keeps the test fast)
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith("note: auto:")]
     assert notes == [next(line for line in result.output.splitlines() if "auto:" in line)]
