@@ -4,6 +4,7 @@ Prints one JSON line with the figure and the process's peak RSS (MB).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import resource
@@ -35,16 +36,16 @@ def peak(device="cpu"):
 
 
 def quality(corpus, seconds, preset_name, device="cpu"):
-    from charrnn.api import train_run
-    from charrnn.presets import preset
+    """A run of ``seconds`` with the preset's settings; "auto": the defaults `charrnn train
+    --time-limit` picks for that budget, corpus and CPU (its settings come back too)."""
+    from charrnn.api import train_config, train_run
 
-    config = preset(preset_name)
-    config.time_limit, config.steps, config.epochs = float(seconds), None, None
-    config.device, config.progress = device, False
     with tempfile.TemporaryDirectory() as tmp:
-        config.out, config.cache_dir = f"{tmp}/run", f"{tmp}/cache"
+        config = train_config(corpus, f"{tmp}/run", preset_name, time_limit=float(seconds),
+                              device=device, progress=False, cache_dir=f"{tmp}/cache")
         result = train_run(corpus, config)
-    return {"val_loss": result.val_loss, "steps": result.step, "seconds": result.elapsed}
+    return {"val_loss": result.val_loss, "steps": result.step, "seconds": result.elapsed,
+            "model": dataclasses.asdict(config.model)}
 
 
 # The new corpus for the fine-tuning row: German that the system's packages ship, their gettext

@@ -196,7 +196,7 @@ def _epochs(name: str, seconds: Optional[float], train_chars: Optional[float]
     if seconds is None or not train_chars or name not in NOMINAL_STEPS_PER_S:
         return None
     step_chars = PRESETS[name]["batch_size"] * PRESETS[name]["seq_len"]
-    return seconds * NOMINAL_STEPS_PER_S[name] * step_chars / train_chars
+    return round(seconds * NOMINAL_STEPS_PER_S[name] * step_chars / train_chars, 6)
 
 
 def _dropout(dropout: float, epochs: float) -> float:
