@@ -28,8 +28,8 @@ from .errors import CharRNNError, note
 from .evaluate import LN2, eval_streams, evaluate
 from .model import CharRNN
 from .novelty import TrainingText
-from .presets import PRESETS, preset
 from .options import declared, did_you_mean
+from .presets import PRESETS, preset
 from .sampler import generate, stream
 from .tokenizer import CharTokenizer
 from .training import train_config, train_run

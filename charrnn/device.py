@@ -49,7 +49,7 @@ NATIVE_BF16_ENV = "CHARRNN_NATIVE_BF16"
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run at about twice the fp32 rate (Linux flags).
+    """AVX512-BF16 or AMX, as torch reports it: bf16 matmuls run at about twice the fp32 rate.
     CHARRNN_NATIVE_BF16=0 or 1 overrides what the CPU reports: to try (or test) on one machine
     what charrnn picks on another. Raises CharRNNError for another value."""
     given = os.environ.get(NATIVE_BF16_ENV, "").strip()

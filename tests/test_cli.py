@@ -61,7 +61,7 @@ def test_errors_are_one_line_without_traceback(trained, corpus, args, message):
                  if "--length" not in args else "--seed=1")
     assert result.exit_code != 0
     assert message in result.output
-    lines = [l for l in result.output.splitlines() if l.strip()]
+    lines = [l for l in result.output.splitlines() if l.strip() and not l.startswith("note: ")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
 
 
