@@ -90,6 +90,8 @@ def evaluate(model, ids, batch=64, seq=256):
     ``batch`` contiguous streams from zero state, chunks of ``seq``, hidden state carried."""
     model.eval()
     x, y, chunks = batches(ids, max(1, min(batch, (len(ids) - 1) // seq)), seq)
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
     total, count, state = 0.0, 0, None
     with torch.no_grad():
         for i in range(-(-x.shape[1] // seq)):
@@ -108,7 +110,7 @@ def _detach(state):
 
 def train(text, seconds, hidden=256, layers=2, embed=64, dropout=0.0, batch=32, seq=64, lr=3e-3,
           seed=1337, max_steps=None, step_times=None, cell="lstm", val_chars=None,
-          return_model=False):
+          return_model=False, device="cpu"):
     """Train for ``seconds`` (or ``max_steps``), then evaluate on ``held_out(text,
     val_chars)`` outside the budget. Returns (val loss in nats/char, steps, chars/s), with the
     model last when ``return_model``."""
@@ -118,9 +120,10 @@ def train(text, seconds, hidden=256, layers=2, embed=64, dropout=0.0, batch=32, 
     train_ids, val_ids = ids[:cut], ids[cut:]
     if val_chars:
         val_ids = val_ids[:int(val_chars)]
-    model = PlainRNN(len(chars), hidden, layers, embed, dropout, cell)
+    model = PlainRNN(len(chars), hidden, layers, embed, dropout, cell).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     x, y, chunks = batches(train_ids, batch, seq)
+    x, y = x.to(device), y.to(device)
     state, step, start = None, 0, time.monotonic()
     while True:
         elapsed = time.monotonic() - start
@@ -141,6 +144,8 @@ def train(text, seconds, hidden=256, layers=2, embed=64, dropout=0.0, batch=32, 
         step += 1
         if step_times is not None:
             step_times.append(time.monotonic())
+    if x.is_cuda:
+        torch.cuda.synchronize()
     chars_per_sec = step * batch * seq / (time.monotonic() - start)
     figures = (evaluate(model, val_ids), step, chars_per_sec)
     return figures + (model,) if return_model else figures
