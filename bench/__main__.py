@@ -158,43 +158,18 @@ def main() -> None:
     started, rows, figures = time.time(), [], {}
 
     print("matmul peak", flush=True)
-    peak = figures["peak"] = run_section("peak", args.device)
+    figures["peak"] = run_section("peak", args.device)
     for key, seconds, seeds, goal in (("quality_short", mode["short"], mode["seeds"], GAP_60S),
                                       ("quality_long", mode["long"], (1,), GAP_10M)):
         print(f"quality after {seconds:g} s, seeds {seeds}, interleaved", flush=True)
         figures[key] = quality(corpus, seconds, seeds, state, args.device)
         note = "" if key == "quality_short" else " [binding: bench-full's median of 3]"
         rows += quality_rows(figures[key], seconds, goal, note)
-    rows.append((f"  bench-full {mode['long']:g} s: " + binding_10m(state, args.quick), None, None, None, "-", None))
+    rows.append((f"  bench-full {mode['long']:g} s: " + binding_10m(state, args.quick), None,
+                 None, None, "-", None))
 
-    print("training speed, LSTM 2x512, batch 64, seq 128", flush=True)
-    ours = run_section("speed", mode["steps"], args.device)
-    plain = run_section("speed_plain", mode["steps"], args.device)
-    figures["speed"] = {"charrnn": ours, "plain": plain}
-    flops = ours["flops_per_char"]
-    rows += [("train chars/s (LSTM 2x512, b64)", ours["chars_per_sec"], plain["chars_per_sec"],
-              ours["chars_per_sec"] / plain["chars_per_sec"], ">= 1.0x",
-              ours["chars_per_sec"] >= plain["chars_per_sec"]),
-             ("  training GFLOP/s (fp32 / bf16 matmul peak)", ours["chars_per_sec"] * flops / 1e9,
-              plain["chars_per_sec"] * flops / 1e9, None,
-              f"peak {peak['gflops']:.0f} / {peak['gflops_bf16']:.0f}", None)]
-
-    print("sampling speed, LSTM 2x512", flush=True)
-    sampled = figures["sample"] = {}
-    for batch in SAMPLE_GOALS:
-        sampled[f"b{batch}"] = {p: run_section("sample", batch, mode["length"], args.device, p)
-                                for p in ("fp32", "bf16")}
-        sampled[f"b{batch}"]["plain"] = run_section("sample_plain", batch, mode["length"],
-                                                    args.device)
-    rows += sample_rows(sampled)
-
-    print("data path", flush=True)
-    data = figures["data"] = run_section("data", corpus, mode["megabytes"])
-    rows += [(f"encode {mode['megabytes']} MB (MB/s)", data["mb_per_sec"],
-              data["tokenizers_mb_per_sec"], data["mb_per_sec"] / data["tokenizers_mb_per_sec"],
-              ">= 50", data["mb_per_sec"] >= 50),
-             ("  second run, cache hit (s)", data["cache_hit_seconds"], None, None, "-", None)]
-
+    rows += speed_rows(figures, mode, args.device) + sampling(figures, mode, args.device)
+    rows += data_rows(figures, corpus, mode)
     memory = memory_figures(figures)
     rows.append(("peak RSS (MB): " + ", ".join(memory), " / ".join(f"{v:.0f}" for v in
                  memory.values()), None, None, "no doubling", None))
@@ -204,6 +179,43 @@ def main() -> None:
     write_results(args, corpus, table, figures, time.time() - started, memory)
     if regressions:
         sys.exit("error: peak memory doubled: " + "; ".join(regressions))
+
+
+def speed_rows(figures: dict, mode: dict, device: str) -> list:
+    """Training chars/s of charrnn and the plain loop, LSTM 2x512 at batch 64 x 128."""
+    print("training speed, LSTM 2x512, batch 64, seq 128", flush=True)
+    ours = run_section("speed", mode["steps"], device)
+    plain = run_section("speed_plain", mode["steps"], device)
+    figures["speed"] = {"charrnn": ours, "plain": plain}
+    flops, peak = ours["flops_per_char"], figures["peak"]
+    return [("train chars/s (LSTM 2x512, b64)", ours["chars_per_sec"], plain["chars_per_sec"],
+             ours["chars_per_sec"] / plain["chars_per_sec"], ">= 1.0x",
+             ours["chars_per_sec"] >= plain["chars_per_sec"]),
+            ("  training GFLOP/s (fp32 / bf16 matmul peak)", ours["chars_per_sec"] * flops / 1e9,
+             plain["chars_per_sec"] * flops / 1e9, None,
+             f"peak {peak['gflops']:.0f} / {peak['gflops_bf16']:.0f}", None)]
+
+
+def sampling(figures: dict, mode: dict, device: str) -> list:
+    """Sampling an LSTM 2x512 at batch 1 and 64, fp32 and bf16, and the per-character loop."""
+    print("sampling speed, LSTM 2x512", flush=True)
+    sampled = figures["sample"] = {}
+    for batch in SAMPLE_GOALS:
+        sampled[f"b{batch}"] = {p: run_section("sample", batch, mode["length"], device, p)
+                                for p in ("fp32", "bf16")}
+        sampled[f"b{batch}"]["plain"] = run_section("sample_plain", batch, mode["length"],
+                                                    device)
+    return sample_rows(sampled)
+
+
+def data_rows(figures: dict, corpus: str, mode: dict) -> list:
+    """Encoding MB/s against tokenizers, and the cache hit."""
+    print("data path", flush=True)
+    data = figures["data"] = run_section("data", corpus, mode["megabytes"])
+    return [(f"encode {mode['megabytes']} MB (MB/s)", data["mb_per_sec"],
+             data["tokenizers_mb_per_sec"], data["mb_per_sec"] / data["tokenizers_mb_per_sec"],
+             ">= 50", data["mb_per_sec"] >= 50),
+            ("  second run, cache hit (s)", data["cache_hit_seconds"], None, None, "-", None)]
 
 
 def memory_figures(figures: dict) -> dict:

@@ -70,6 +70,12 @@ def encode(text):
     return ids.astype(np.int64).reshape(-1), [chr(p) for p in points]
 
 
+def read(path) -> str:
+    """The corpus as charrnn reads it: UTF-8, newlines untouched (no \\r\\n translation)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return handle.read()
+
+
 def held_out(text: str, most: int | None = None) -> str:
     """The validation text: the last 10% of ``text`` (charrnn's split_train_val cut, the same
     characters for a one-character-per-id corpus), or its first ``most`` characters."""

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Optional
 
 from bench import baseline, corpora, markers
 from bench.machine import machine
-from bench.state import QUICK_STATE, STATE, State, best_plain, budget_key, median, sweep_key
+from bench.state import QUICK_STATE, STATE, State, best_plain, budget_key, sweep_key
 
 HERE = Path(__file__).resolve().parent
 SHAKESPEARE = "tinyshakespeare"
@@ -102,7 +102,10 @@ def _serve(seconds: float) -> dict:
 def run_cell(cell: Cell) -> tuple[dict, str]:
     """(figures, command) of one cell, in a fresh process. Raises RuntimeError on failure."""
     if cell.run is not None:
-        return cell.run(), f"python -m bench.serve ({cell.key})"
+        try:
+            return cell.run(), f"python -m bench.serve ({cell.key})"
+        except (subprocess.CalledProcessError, OSError, AttributeError) as err:
+            raise RuntimeError(f"{cell.key} failed: {err}") from err
     command = [sys.executable, "-m", "bench.section", *map(str, cell.args)]
     result = subprocess.run(command, cwd=HERE.parent, capture_output=True, text=True)
     if result.returncode != 0:
@@ -164,24 +167,38 @@ def main(argv: Optional[list] = None) -> None:
         for cell in wanted:
             print(f"  {'done' if state.done(cell.key) else 'todo'}  {cell.key}")
         return
-    machine_now = machine()
+    failed = run_cells(state, paths, options, results)
+    write(state, paths, results, options.quick)
+    print(f"wrote {results}")
+    if failed:
+        sys.exit(f"error: {len(failed)} cells failed (rerun to retry them): {', '.join(failed)}")
+
+
+def run_cells(state: State, paths: dict, options, results: Path) -> list:
+    """Run the cells not done yet, recording each as it finishes; a failing cell is reported
+    and skipped (the others go on). Returns the keys that failed. Ctrl-C exits (status 130)
+    keeping every finished cell."""
+    machine_now, failed, redone = machine(), [], set()
     try:
         for cell in plan(state, paths, options):  # again: later picks follow the sweep
-            if (options.only and not re.search(options.only, cell.key)) or \
-                    state.done(cell.key, options.redo):
+            if (options.only and not re.search(options.only, cell.key)) or cell.key in redone \
+                    or state.done(cell.key, options.redo):
                 continue
             print(f"[{time.strftime('%H:%M')}] {cell.key} (~{cell.estimate / 60:.0f} min)",
                   flush=True)
-            figures, command = run_cell(cell)
+            try:
+                figures, command = run_cell(cell)
+            except RuntimeError as err:
+                print(f"error: {err}", file=sys.stderr, flush=True)
+                failed.append(cell.key)
+                continue
             state.record(cell.key, figures, machine_now, command)
+            redone.add(cell.key)
             write(state, paths, results, options.quick)
     except KeyboardInterrupt:
         print("\ninterrupted: the finished cells are kept; rerun to continue", file=sys.stderr)
         sys.exit(130)
-    except RuntimeError as err:
-        sys.exit(f"error: {err}")
-    write(state, paths, results, options.quick)
-    print(f"wrote {results}")
+    return failed
 
 
 def write(state: State, paths: dict, results: Path, quick: bool) -> None:

@@ -45,17 +45,17 @@ def environment() -> dict:
             "modules": found, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def train_charrnn(corpus: str, seconds: float, folder: str) -> dict:
-    from bench.baseline import held_out
+def train_charrnn(corpus: str, seconds: float, folder: str, device: str = "cuda") -> dict:
+    from bench.baseline import held_out, read
     from charrnn.api import load, train_config
     from charrnn.trainer import train   # not train_run: it draws loss.png (matplotlib)
 
     config = train_config(corpus, f"{folder}/run", "gpu-3m", time_limit=seconds,
-                          device="cuda", progress=False, cache_dir=f"{folder}/cache")
+                          device=device, progress=False, cache_dir=f"{folder}/cache")
     result = train(corpus, config)
     weights = "best" if Path(f"{folder}/run/best").exists() else "last"
-    model = load(f"{folder}/run/{weights}", device="cuda")
-    text = Path(corpus).read_text(encoding="utf-8")
+    model = load(f"{folder}/run/{weights}", device=device)
+    text = read(corpus)
     val = model.evaluate(held_out(text), seq_len=256)[0]
     shape = config.model
     figures = {"what": "charrnn, preset gpu-3m", "val_loss": val, "own_val_loss":
@@ -76,18 +76,23 @@ def sampling(generate) -> dict:
     for batch, length in ((1, 2000), (64, 2000)):
         for precision in ("fp32", "bf16"):
             generate(batch, 50, precision)            # warm up
-            torch.cuda.synchronize()
+            _synchronize()
             start = time.perf_counter()
             generate(batch, length, precision)
-            torch.cuda.synchronize()
+            _synchronize()
             figures[f"b{batch}_{precision}"] = batch * length / (time.perf_counter() - start)
     return figures
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def train_plain(corpus: str, seconds: float) -> dict:
     """The fallback: bench/baseline.py's loop on CUDA, an LSTM 3x1024 (gpu-3m's shape)."""
     from bench import baseline
-    text = Path(corpus).read_text(encoding="utf-8")
+    text = baseline.read(corpus)
     val, steps, rate = baseline.train(text, seconds, hidden=1024, layers=3, embed=128,
                                       batch=128, seq=256, lr=2e-3, cell="lstm", device="cuda")
     return {"what": "plain loop (charrnn not importable here), LSTM 3x1024, batch 128 x 256",

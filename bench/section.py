@@ -183,7 +183,7 @@ def quality_plain(corpus, seconds, seed=1, cell="rnn", hidden=256, batch=32, dev
     """The plain loop (bench/baseline.py) of ``cell``/``hidden``/``batch`` for ``seconds``:
     its val loss on baseline.held_out(text, val_chars) (0: all of it), computed after the
     budget, steps and chars/s."""
-    text = Path(corpus).read_text(encoding="utf-8")
+    text = baseline.read(corpus)
     val_loss, steps, chars_per_sec = baseline.train(
         text, float(seconds), cell=cell, hidden=int(hidden), batch=int(batch), seed=int(seed),
         val_chars=int(val_chars) or None)
@@ -199,7 +199,7 @@ def quality_defaults(corpus, seconds, seed=1, device="cpu", val_chars=0):
     64 streams from zero state, chunks of 256, hidden state carried, fp32."""
     from charrnn.api import load, train_config, train_run
 
-    text = Path(corpus).read_text(encoding="utf-8")
+    text = baseline.read(corpus)
     held = baseline.held_out(text, int(val_chars) or None)
     with tempfile.TemporaryDirectory() as tmp:
         config = train_config(corpus, f"{tmp}/run", "auto", time_limit=float(seconds),
