@@ -121,3 +121,40 @@ def test_the_plain_loop_trains_either_cell_and_evaluates_the_held_out_text(cell)
     assert chars == sorted(set(text)) and "".join(chars[i] for i in ids[:24]) == text[:24]
     held = ids[len(ids) - len(baseline.held_out(text)):]
     assert loss == baseline.evaluate(model, held)
+
+
+def _machine_cell(figures, date="2026-11-29 12:00", cpu="CPU X"):
+    return {"figures": figures, "date": date, "cpu": cpu, "features": "AVX512", "cores": 2,
+            "torch": "2.13.0", "command": "python -m bench.section ..."}
+
+
+def test_the_medians_table_reports_the_gap_against_its_goal(tmp_path):
+    from bench.report import Machines, medians_table
+    state = State(tmp_path / "state.json")
+    plain = baseline.config_name(baseline.default_pick(600))
+    for seed, ours, theirs in ((1, 1.40, 1.50), (2, 1.30, 1.45), (3, 1.45, 1.47)):
+        state.cells[f"median/tinyshakespeare/600/charrnn/seed{seed}"] = _machine_cell(
+            {"val_loss": ours, "settings": "lstm 1x768"})
+        state.cells[f"median/tinyshakespeare/600/{plain}/seed{seed}"] = _machine_cell(
+            {"val_loss": theirs}, cpu="CPU Y")
+    machines = Machines()
+    text = "\n".join(medians_table(state, 600.0, (1, 2, 3), machines))
+    assert "| charrnn defaults | 1.400 | 1.300 | 1.450 | 1.400 |" in text
+    assert f"| plain {plain} | 1.500 | 1.450 | 1.470 | 1.470 |" in text
+    assert "Gap (plain median - charrnn median): 0.070 nats/char; goal >= 0.08: NOT met." in text
+    assert machines.legend() == ("- A: CPU X (AVX512), 2 cores, torch 2.13.0\n"
+                                 "- B: CPU Y (AVX512), 2 cores, torch 2.13.0")
+
+
+def test_the_fine_tuning_table_shows_each_pair_and_its_ratio():
+    from bench.report import finetune_section
+    figures = {"base_steps": 900, "base_val_loss": 1.58, "new_corpus": "German messages",
+               "new_corpus_chars": 1_330_526, "added_chars": "äöü", "lr_scale": 0.5,
+               "finetune_same_steps_val_loss": 1.35, "scratch_same_steps_val_loss": 1.35 * 1.1,
+               "finetune_steps": 1000, "scratch_steps": 990, "finetune_val_loss": 1.3,
+               "scratch_val_loss": 1.3 * 1.2, "old_val_before": 1.58, "old_val_after": 3.2}
+    text = finetune_section(_machine_cell(figures))
+    assert "| val loss on the new text, 900 steps each (nats/char) | 1.350 | 1.485 | 1.10x |" \
+        in text
+    assert "(1000 / 990 steps) | 1.300 | 1.560 | 1.20x |" in text
+    assert "3 characters added" in text
