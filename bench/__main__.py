@@ -1,8 +1,16 @@
-"""`make bench` / `python -m bench`: charrnn beside the plain PyTorch loop, in one table.
+"""`make bench` / `python -m bench`: charrnn beside the best plain PyTorch loop, in one table.
+
+Under 40 minutes on 2 cores: the matmul peak; tinyshakespeare for 60 s (3 seeds) and 10 min
+(1 seed), charrnn's defaults for that time limit interleaved with the best plain loop of
+bench-full's sweep (bench/state.py best_plain; before the sweep, bench/baseline.py
+DEFAULT_PICKS), each evaluated by the benchmark after its budget on the same held-out text;
+sampling against its bound; training speed; the data path. The fine-tuning section, the serve
+load check and the long figures are in `make bench-full` (bench/full.py).
 
 Each figure runs in a fresh subprocess (bench/section.py), so its peak RSS is its own. The
-table goes to stdout and to bench/RESULTS.md with the machine, torch version and commands;
-bench/results.json keeps the figures, and a later run fails loudly if a peak RSS doubles.
+table goes to stdout and into bench/RESULTS.md (its "make bench" section) with the machine,
+its CPU features, the date and the commands; bench/results.json keeps the figures, and a later
+run fails loudly if a peak RSS doubles.
 """
 from __future__ import annotations
 
@@ -17,16 +25,21 @@ from pathlib import Path
 
 import torch
 
-from bench import serve as serve_bench
+from bench import markers
+from bench.machine import cpu_features, cpu_model  # noqa: F401  (the names bench used)
+from bench.state import QUICK_STATE, STATE, State, best_plain, median
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+GAP_60S, GAP_10M = 0.10, 0.08
+SAMPLE_GOALS = {1: (0.5, "of the memory-bandwidth bound"), 64: (0.8, "of the matmul peak")}
 
 
 def default_corpus() -> str:
     """tinyshakespeare (the README's figures), else the default corpus, saying so."""
-    if SHARED.exists():
-        return str(SHARED)
+    for path in (SHARED, HERE.parent / "data" / "tinyshakespeare.txt"):
+        if path.exists():
+            return str(path)
     fallback = HERE.parent / "data" / "shakespeare.txt"
     if fallback.exists():
         print(f"note: no tinyshakespeare at {SHARED}; benchmarking {fallback} (a different, "
@@ -47,112 +60,174 @@ def run_section(*args) -> dict:
     return figures
 
 
+def plan(quick: bool) -> dict:
+    """Budgets, seeds and lengths of this mode; quick: bench-full --quick's budgets."""
+    from bench.full import QUICK_BUDGETS
+    if quick:
+        return dict(short=QUICK_BUDGETS[0], long=QUICK_BUDGETS[-1], seeds=(1,), length=500,
+                    steps=8, megabytes=20, state=QUICK_STATE)
+    return dict(short=60.0, long=600.0, seeds=(1, 2, 3), length=3000, steps=30, megabytes=100,
+                state=STATE)
+
+
+def estimate(mode: dict) -> float:
+    """Seconds the whole run should take (measured overheads on 2 busy cores)."""
+    runs = 2 * len(mode["seeds"]) * (mode["short"] + 30) + 2 * (mode["long"] + 35)
+    return 30 + runs + (150 if mode["length"] > 500 else 40) + 2 * mode["steps"] + \
+        mode["megabytes"] * 1.2
+
+
+def quality(corpus: str, seconds: float, seeds, state: State, device: str) -> dict:
+    """charrnn's defaults and the best plain loop at ``seconds``, interleaved per seed."""
+    config, why = best_plain(state.cells, seconds)
+    runs = {"charrnn": [], "plain": [], "plain_config": config, "plain_why": why}
+    for seed in seeds:
+        runs["charrnn"].append(run_section("quality_defaults", corpus, seconds, seed, device, 0))
+        runs["plain"].append(run_section("quality_plain", corpus, seconds, seed, config["cell"],
+                                         config["hidden"], config["batch"], device, 0))
+    runs["charrnn_median"] = median([r["val_loss"] for r in runs["charrnn"]])
+    runs["plain_median"] = median([r["val_loss"] for r in runs["plain"]])
+    return runs
+
+
+def quality_rows(runs: dict, seconds: float, goal: float, note: str = "") -> list:
+    from bench.baseline import config_name
+    ours, plain = runs["charrnn_median"], runs["plain_median"]
+    count = len(runs["charrnn"])
+    what = f"median of {count}" if count > 1 else "1 seed"
+    rows = [(f"val loss after {seconds:g} s, {what} (nats/char; plain "
+             f"{config_name(runs['plain_config'])}){note}", ours, plain, plain / ours,
+             f"gap >= {goal:.2f}", plain - ours >= goal),
+            (f"  gap plain - charrnn; plain: {runs['plain_why']}", plain - ours, None, None,
+             "-", None)]
+    if count > 1:
+        rows.append(("  seeds " + ", ".join(str(s) for s in range(1, count + 1)),
+                     " / ".join(f"{r['val_loss']:.3f}" for r in runs["charrnn"]),
+                     " / ".join(f"{r['val_loss']:.3f}" for r in runs["plain"]), None, "-", None))
+    rows.append(("  charrnn's defaults: " + runs["charrnn"][0]["settings"], None, None, None,
+                 "-", None))
+    return rows
+
+
+def binding_10m(state: State, quick: bool) -> str:
+    """bench-full's 10-minute medians (the binding figure), if it has them."""
+    from bench.full import BUDGETS, QUICK_BUDGETS, QUICK_SEEDS, SEEDS
+    from bench.report import Machines, medians_table
+    seconds, seeds = (QUICK_BUDGETS[-1], QUICK_SEEDS) if quick else (BUDGETS[-1], SEEDS)
+    lines = medians_table(state, seconds, seeds, Machines())
+    gap = [line for line in lines if line.startswith("Gap")]
+    return gap[0] if gap else "bench-full has no 10-minute medians yet"
+
+
+def sample_rows(sampled: dict) -> list:
+    rows = []
+    for batch, (share_goal, of) in SAMPLE_GOALS.items():
+        plain = sampled[f"b{batch}"]["plain"]
+        for precision in ("fp32", "bf16"):
+            figure = sampled[f"b{batch}"][precision]
+            share = figure.get("share_of_bound")
+            diff = figure.get("max_logit_diff")
+            rows.append((f"sample chars/s, LSTM 2x512, batch {batch}, {precision}"
+                         + (f"; max logit diff to forward {diff:.1e}" if diff is not None else ""),
+                         figure["chars_per_sec"], plain["chars_per_sec"],
+                         figure["chars_per_sec"] / plain["chars_per_sec"],
+                         f">= {share_goal:.0%} {of}",
+                         None if share is None else share >= share_goal))
+            bound = figure.get("bound_chars_per_sec")
+            rows.append((f"  bound ({figure.get('bound_kind', '-')}), chars/s; share of it",
+                         "-" if share is None else f"{share:.0%}", bound, None, "-", None))
+    return rows
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=None, help="text file (default: tinyshakespeare)")
-    parser.add_argument("--quick", action="store_true", help="short runs, under 2 minutes")
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds instead of minutes, 1 seed: a test of the harness")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--results", default=None,
                         help="where the table goes (default bench/RESULTS.md; "
                              "bench/RESULTS-quick.md with --quick)")
     args = parser.parse_args()
     args.results = args.results or str(HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md"))
-    corpus = args.corpus or default_corpus()
-    quick = args.quick
-    short = 15 if quick else 60
-    started = time.time()
-    rows, figures = [], {}
+    corpus, mode = args.corpus or default_corpus(), plan(args.quick)
+    state = State(mode["state"])
+    print(f"make bench: about {estimate(mode) / 60:.0f} minutes; {cpu_model()} "
+          f"({cpu_features()}), {os.cpu_count()} cores", flush=True)
+    started, rows, figures = time.time(), [], {}
 
     print("matmul peak", flush=True)
-    peak = run_section("peak", args.device)
-    figures["peak"] = peak
+    figures["peak"] = run_section("peak", args.device)
+    for key, seconds, seeds, goal in (("quality_short", mode["short"], mode["seeds"], GAP_60S),
+                                      ("quality_long", mode["long"], (1,), GAP_10M)):
+        print(f"quality after {seconds:g} s, seeds {seeds}, interleaved", flush=True)
+        figures[key] = quality(corpus, seconds, seeds, state, args.device)
+        note = "" if key == "quality_short" else " [binding: bench-full's median of 3]"
+        rows += quality_rows(figures[key], seconds, goal, note)
+    rows.append((f"  bench-full {mode['long']:g} s: " + binding_10m(state, args.quick), None,
+                 None, None, "-", None))
 
-    print(f"quality after {short}s of training", flush=True)
-    ours = run_section("quality", corpus, short, "cpu-1m", args.device)
-    plain = run_section("quality_plain", corpus, short, args.device)
-    figures["quality_short"] = {"charrnn": ours, "plain": plain}
-    rows.append((f"val loss after {short}s (nats/char)", ours["val_loss"], plain["val_loss"],
-                 plain["val_loss"] / ours["val_loss"], "<= 1.50" if short == 60 else "-",
-                 short != 60 or ours["val_loss"] <= 1.50))
-    if not quick:
-        print("quality after 10 minutes of training", flush=True)
-        long = run_section("quality", corpus, 600, "cpu-10m", args.device)
-        figures["quality_10m"] = long
-        rows.append(("val loss after 10 min (nats/char)", long["val_loss"], 1.427,
-                     1.427 / long["val_loss"], "<= 1.38", long["val_loss"] <= 1.38))
-
-    print(f"fine-tuning: {short}s on the corpus, then on a German text, against training on "
-          f"it from scratch ({short}s each, and the base's steps each)", flush=True)
-    tuned = run_section("finetune", corpus, short, args.device)
-    figures["finetune"] = tuned
-    wins = tuned["finetune_same_steps_val_loss"] < tuned["scratch_same_steps_val_loss"]
-    rows.append((f"fine-tune vs scratch on German (+{len(tuned['added_chars'])} chars), "
-                 f"{tuned['base_steps']} steps each: val loss",
-                 tuned["finetune_same_steps_val_loss"], tuned["scratch_same_steps_val_loss"],
-                 tuned["scratch_same_steps_val_loss"] / tuned["finetune_same_steps_val_loss"],
-                 "fine-tune lower", wins))
-    rows.append((f"  same, {short}s each (steps {tuned['finetune_steps']} / "
-                 f"{tuned['scratch_steps']})", tuned["finetune_val_loss"],
-                 tuned["scratch_val_loss"], tuned["scratch_val_loss"] / tuned["finetune_val_loss"],
-                 "-", True))
-    rows.append(("  forgetting: corpus val loss before / after the fine-tune",
-                 f"{tuned['old_val_before']:.3f} / {tuned['old_val_after']:.3f}", None, None, "-",
-                 True))
-
-    print("training speed, LSTM 2x512, batch 64, seq 128", flush=True)
-    steps = 8 if quick else 30
-    ours = run_section("speed", steps, args.device)
-    plain = run_section("speed_plain", steps, args.device)
-    figures["speed"] = {"charrnn": ours, "plain": plain}
-    fraction = ours["chars_per_sec"] * ours["flops_per_char"] / (peak["gflops"] * 1e9)
-    rows.append(("train chars/s (LSTM 2x512, b64)", ours["chars_per_sec"], plain["chars_per_sec"],
-                 ours["chars_per_sec"] / plain["chars_per_sec"], ">= 1.0x", ours["chars_per_sec"]
-                 >= plain["chars_per_sec"]))
-    rows.append(("  share of fp32 matmul peak", fraction, plain["chars_per_sec"]
-                 * ours["flops_per_char"] / (peak["gflops"] * 1e9), None, "-", True))
-    rows.append(("  training GFLOP/s (fp32 / bf16 matmul peak)",
-                 ours["chars_per_sec"] * ours["flops_per_char"] / 1e9,
-                 plain["chars_per_sec"] * ours["flops_per_char"] / 1e9, None,
-                 f"peak {peak['gflops']:.0f} / {peak['gflops_bf16']:.0f}", True))
-
-    print("sampling speed, LSTM 2x512", flush=True)
-    length = 500 if quick else 3000
-    for batch, goal in ((1, 3000), (64, 30000)):
-        ours = run_section("sample", batch, length, args.device, "fp32")
-        fast = run_section("sample", batch, length, args.device, "bf16")
-        plain = run_section("sample_plain", batch, length, args.device)
-        figures[f"sample_b{batch}"] = {"charrnn": ours, "bf16": fast, "plain": plain}
-        for name, figure in ((f"sample chars/s, batch {batch}", ours),
-                             ("  bf16 weights (--precision bf16)", fast)):
-            rows.append((f"{name}; max logit diff to forward {figure['max_logit_diff']:.1e}",
-                         figure["chars_per_sec"], plain["chars_per_sec"],
-                         figure["chars_per_sec"] / plain["chars_per_sec"], f">= {goal:,}",
-                         figure["chars_per_sec"] >= goal))
-
-    print("data path", flush=True)
-    megabytes = 20 if quick else 100
-    data = run_section("data", corpus, megabytes)
-    figures["data"] = data
-    rows.append((f"encode {megabytes} MB (MB/s)", data["mb_per_sec"], data["tokenizers_mb_per_sec"],
-                 data["mb_per_sec"] / data["tokenizers_mb_per_sec"], ">= 50",
-                 data["mb_per_sec"] >= 50))
-    rows.append(("  second run, cache hit (s)", data["cache_hit_seconds"], None, None, "-", True))
-
-    memory = {"train": figures["speed"]["charrnn"]["peak_rss_mb"],
-              "sample": figures["sample_b64"]["charrnn"]["peak_rss_mb"],
-              "encode": data["peak_rss_mb"]}
-    rows.append(("peak RSS train / sample / encode (MB)",
-                 f"{memory['train']:.0f} / {memory['sample']:.0f} / {memory['encode']:.0f}",
-                 None, None, "no doubling", True))
-    regressions = check_memory(memory, quick)
+    rows += speed_rows(figures, mode, args.device) + sampling(figures, mode, args.device)
+    rows += data_rows(figures, corpus, mode)
+    memory = memory_figures(figures)
+    rows.append(("peak RSS (MB): " + ", ".join(memory), " / ".join(f"{v:.0f}" for v in
+                 memory.values()), None, None, "no doubling", None))
+    regressions = check_memory(memory, args.quick)
     table = render(rows)
     print("\n" + table)
-    write_results(args, corpus, table, figures, time.time() - started)
-    print("serving load check (1, 8, 64 streaming clients)", flush=True)
-    serve_bench.write(serve_bench.table(serve_bench.run(5.0 if quick else 30.0)),
-                      Path(args.results))
+    write_results(args, corpus, table, figures, time.time() - started, memory)
     if regressions:
         sys.exit("error: peak memory doubled: " + "; ".join(regressions))
+
+
+def speed_rows(figures: dict, mode: dict, device: str) -> list:
+    """Training chars/s of charrnn and the plain loop, LSTM 2x512 at batch 64 x 128."""
+    print("training speed, LSTM 2x512, batch 64, seq 128", flush=True)
+    ours = run_section("speed", mode["steps"], device)
+    plain = run_section("speed_plain", mode["steps"], device)
+    figures["speed"] = {"charrnn": ours, "plain": plain}
+    flops, peak = ours["flops_per_char"], figures["peak"]
+    return [("train chars/s (LSTM 2x512, b64)", ours["chars_per_sec"], plain["chars_per_sec"],
+             ours["chars_per_sec"] / plain["chars_per_sec"], ">= 1.0x",
+             ours["chars_per_sec"] >= plain["chars_per_sec"]),
+            ("  training GFLOP/s (fp32 / bf16 matmul peak)", ours["chars_per_sec"] * flops / 1e9,
+             plain["chars_per_sec"] * flops / 1e9, None,
+             f"peak {peak['gflops']:.0f} / {peak['gflops_bf16']:.0f}", None)]
+
+
+def sampling(figures: dict, mode: dict, device: str) -> list:
+    """Sampling an LSTM 2x512 at batch 1 and 64, fp32 and bf16, and the per-character loop."""
+    print("sampling speed, LSTM 2x512", flush=True)
+    sampled = figures["sample"] = {}
+    for batch in SAMPLE_GOALS:
+        sampled[f"b{batch}"] = {p: run_section("sample", batch, mode["length"], device, p)
+                                for p in ("fp32", "bf16")}
+        sampled[f"b{batch}"]["plain"] = run_section("sample_plain", batch, mode["length"],
+                                                    device)
+    return sample_rows(sampled)
+
+
+def data_rows(figures: dict, corpus: str, mode: dict) -> list:
+    """Encoding MB/s against tokenizers, and the cache hit."""
+    print("data path", flush=True)
+    data = figures["data"] = run_section("data", corpus, mode["megabytes"])
+    return [(f"encode {mode['megabytes']} MB (MB/s)", data["mb_per_sec"],
+             data["tokenizers_mb_per_sec"], data["mb_per_sec"] / data["tokenizers_mb_per_sec"],
+             ">= 50", data["mb_per_sec"] >= 50),
+            ("  second run, cache hit (s)", data["cache_hit_seconds"], None, None, "-", None)]
+
+
+def memory_figures(figures: dict) -> dict:
+    """Peak RSS (MB) of the training, sampling and encoding processes."""
+    short = figures["quality_short"]
+    return {"train": figures["speed"]["charrnn"]["peak_rss_mb"],
+            "train_defaults_short": max(r["peak_rss_mb"] for r in short["charrnn"]),
+            "train_plain_short": max(r["peak_rss_mb"] for r in short["plain"]),
+            "sample": figures["sample"]["b64"]["fp32"]["peak_rss_mb"],
+            "sample_b1": figures["sample"]["b1"]["fp32"]["peak_rss_mb"],
+            "sample_bf16": figures["sample"]["b64"]["bf16"]["peak_rss_mb"],
+            "encode": figures["data"]["peak_rss_mb"]}
 
 
 def check_memory(memory: dict, quick: bool) -> list[str]:
@@ -179,66 +254,34 @@ def render(rows) -> str:
     for name, ours, base, ratio, goal, met in rows:
         lines.append(f"| {name} | {cell(ours)} | {cell(base)} | "
                      f"{'-' if ratio is None else f'{ratio:.2f}x'} | {goal} | "
-                     f"{'yes' if met else 'NO'} |")
+                     f"{'-' if met is None else 'yes' if met else 'NO'} |")
     return "\n".join(lines)
 
 
-def write_results(args, corpus, table, figures, seconds) -> None:
+def write_results(args, corpus, table, figures, seconds, memory) -> None:
     machine = (f"{cpu_model()} ({cpu_features()}), {os.cpu_count()} cores, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads, Python "
                f"{platform.python_version()}")
     commands = "\n".join(sorted({f["command"] for f in _walk(figures)}))
     size = Path(corpus).stat().st_size / 1e6
-    text = (f"# Benchmark results\n\nMachine: {machine}. Corpus: `{Path(corpus).name}` "
-            f"({size:.1f} MB). "
-            f"Mode: {'quick' if args.quick else 'full'}. Wall time {seconds:.0f} s. "
-            f"Date: {time.strftime('%Y-%m-%d %H:%M')}.\n\n{table}\n\n"
-            f"Baselines: the plain loop in bench/baseline.py (val loss at 10 min: the measured "
-            f"anchor 1.427 of the plain LSTM 2x512 loop); sampling baseline calls nn.LSTM once "
-            f"per character; encoding baseline is tokenizers' encode_batch over lines; the "
-            f"fine-tuning rows' baseline is the same preset (cpu-1m) from scratch on the German "
-            f"text (bench/section.py new_corpus: {figures['finetune']['new_corpus']}), with as "
-            f"many steps as the base model made in its time (a busy machine's speed varies) and "
-            f"for the same time; forgetting is the fine-tuned model's loss on the corpus's last "
-            f"10% (Model.evaluate) before and after.\n\n"
-            f"Commands (run from the repository root):\n\n```\n{commands}\n```\n")
-    tried = HERE / "TRIED.md"
-    if tried.exists():
-        text += "\n" + tried.read_text()
-    Path(args.results).write_text(text)
+    section = (f"## `make bench`{' --quick' if args.quick else ''}\n\n"
+               f"Machine: {machine}. Corpus: `{Path(corpus).name}` ({size:.1f} MB). Wall time "
+               f"{seconds:.0f} s. Date: {time.strftime('%Y-%m-%d %H:%M')}.\n\n{table}\n\n"
+               f"Val losses: computed by the benchmark after each budget, for charrnn (its "
+               f"best/ weights, charrnn.api.load) and the plain loop alike, on the whole held-out "
+               f"last 10% of the corpus, 64 streams from zero state, chunks of 256, hidden state "
+               f"carried, fp32. charrnn: its defaults for the time limit (`charrnn train CORPUS "
+               f"--time-limit N`, preset auto). Plain: bench/baseline.py, the best of its sweep "
+               f"at that budget (`make bench-full`), seeds interleaved with charrnn's. Sampling "
+               f"baseline calls nn.LSTM once per character; encoding baseline is tokenizers' "
+               f"encode_batch over lines.\n\nCommands (run from the repository root):\n\n```\n"
+               f"{commands}\n```")
+    markers.update(Path(args.results), {"make bench": section}, first=("make bench",))
     stored = HERE / "results.json"
     everything = json.loads(stored.read_text()) if stored.exists() else {}
-    everything["quick" if args.quick else "full"] = {
-        "figures": figures, "memory": {"train": figures["speed"]["charrnn"]["peak_rss_mb"],
-                                       "sample": figures["sample_b64"]["charrnn"]["peak_rss_mb"],
-                                       "encode": figures["data"]["peak_rss_mb"]}}
+    everything["quick" if args.quick else "full"] = {"figures": figures, "memory": memory}
     stored.write_text(json.dumps(everything, indent=1))
     print(f"\nwrote {args.results}")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_features() -> str:
-    """What decides the precision: native bf16 (AVX512-BF16, AMX) or not, and AVX512/AVX2."""
-    from charrnn.device import cpu_has_native_bf16
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((l for l in handle if l.startswith("flags")), "").split()
-    except OSError:
-        flags = []
-    vector = "AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    bf16 = "native bf16: bf16 autocast" if cpu_has_native_bf16() else "no native bf16: fp32"
-    return f"{vector}, {bf16}"
 
 
 def _walk(node):
@@ -246,6 +289,9 @@ def _walk(node):
         if "command" in node:
             yield node
         for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
             yield from _walk(value)
 
 

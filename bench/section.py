@@ -179,10 +179,45 @@ def finetune(corpus, seconds, device="cpu", lr_scales=""):
                 "sweep": sweep, "new_corpus": source, "new_corpus_chars": len(new_text)}
 
 
-def quality_plain(corpus, seconds, device="cpu"):
-    text = Path(corpus).read_text(encoding="utf-8")
-    val_loss, steps, chars_per_sec = baseline.train(text, float(seconds))
-    return {"val_loss": val_loss, "steps": steps, "chars_per_sec": chars_per_sec}
+def quality_plain(corpus, seconds, seed=1, cell="rnn", hidden=256, batch=32, device="cpu",
+                  val_chars=0):
+    """The plain loop (bench/baseline.py) of ``cell``/``hidden``/``batch`` for ``seconds``:
+    its val loss on baseline.held_out(text, val_chars) (0: all of it), computed after the
+    budget, steps and chars/s."""
+    text = baseline.read(corpus)
+    val_loss, steps, chars_per_sec = baseline.train(
+        text, float(seconds), cell=cell, hidden=int(hidden), batch=int(batch), seed=int(seed),
+        val_chars=int(val_chars) or None)
+    return {"val_loss": val_loss, "steps": steps, "chars_per_sec": chars_per_sec,
+            "config": baseline.config_name(dict(cell=cell, hidden=int(hidden), batch=int(batch))),
+            "val_chars": len(baseline.held_out(text, int(val_chars) or None))}
+
+
+def quality_defaults(corpus, seconds, seed=1, device="cpu", val_chars=0):
+    """charrnn with the defaults for a time limit of ``seconds`` (what `charrnn train CORPUS
+    --time-limit Ns` picks: preset auto), then its best/ weights (charrnn.api.load) evaluated
+    outside the budget exactly as the plain loop is: on baseline.held_out(text, val_chars),
+    64 streams from zero state, chunks of 256, hidden state carried, fp32."""
+    from charrnn.api import load, train_config, train_run
+
+    text = baseline.read(corpus)
+    held = baseline.held_out(text, int(val_chars) or None)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = train_config(corpus, f"{tmp}/run", "auto", time_limit=float(seconds),
+                              seed=int(seed), device=device, progress=False,
+                              cache_dir=f"{tmp}/cache")
+        result = train_run(corpus, config)
+        # best/ (the run's best validation); a run too short for its final validation has
+        # only last/, which charrnn.load then takes: "weights" says which.
+        weights = "best" if Path(f"{tmp}/run/best").exists() else "last"
+        model = load(f"{tmp}/run/{weights}", device="cpu")
+        val_loss = model.evaluate(held, seq_len=256)[0]
+    shape = config.model
+    return {"val_loss": val_loss, "own_val_loss": result.val_loss, "steps": result.step,
+            "seconds": result.elapsed, "val_chars": len(held),
+            "weights": weights, "settings": f"{shape.cell} {shape.layers}x{shape.hidden_size}, batch "
+                        f"{config.batch_size} x {config.seq_len}, lr {config.lr:g}, dropout "
+                        f"{shape.dropout:g}, precision {config.precision}"}
 
 
 def _speed_text():
