@@ -54,6 +54,10 @@ class _Linear:
         self.packed = (_onednn_pack(weight, max(batch, 2)) if weight.device.type == "cpu"
                        else None)
         self.weight = weight if self.packed is None else None
+        # What one product reads and computes per row (for the benchmark's bounds).
+        self.nbytes = weight.numel() * weight.element_size() + \
+            (0 if bias is None else self.bias.numel() * self.bias.element_size())
+        self.flops = 2 * weight.numel()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.low:
@@ -119,6 +123,21 @@ class FastStep:
             # The output layer is small; fp32 keeps the logits free of bf16 rounding.
             self.head = _Linear(model.head.weight, model.head.bias, batch, torch.float32)
         self.onednn = self.head.packed is not None   # True: products use prepacked weights
+
+    def products(self) -> list[_Linear]:
+        """Every weight product of one step (in no particular order)."""
+        return [p for p in (*self.recurrent, *self.joint, *self.inputs, self.head) if p]
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights one step reads at batch 1: every product's weight and bias in its
+        precision, plus one row of the input table (fp32). What bounds batch-1 speed."""
+        row = self.input_table.shape[1] * self.input_table.element_size()
+        return sum(p.nbytes for p in self.products()) + row
+
+    def flops_per_row(self) -> int:
+        """Multiply-adds x 2 of one step's products per batch row (the gate arithmetic and the
+        table lookup apart). What bounds large-batch speed, against the matmul peak."""
+        return sum(p.flops for p in self.products())
 
     def _ordered(self, weights: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         if self.cell != "lstm":
