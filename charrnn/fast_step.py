@@ -59,14 +59,24 @@ class _Linear:
             (0 if bias is None else self.bias.numel() * self.bias.element_size())
         self.flops = 2 * weight.numel()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigmoid: bool = False,
+                 add: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x [batch, in] -> float32 [batch, out]; ``sigmoid``: sigmoid(x @ weight.T + bias),
+        ``add`` (float32 [batch, out]): x @ weight.T + add (fp32 only; with bias None), each
+        fused into oneDNN's kernel as a post-op where it runs (one operation fewer per step)."""
         if self.low:
             x = x.to(self.dtype)
-        if self.packed is not None:
-            out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        else:
+        if self.packed is None:
             out = F.linear(x, self.weight, self.bias)
-        return out.float() if self.low else out   # the cell arithmetic stays in fp32
+            out = out.float() if self.low else out
+            out = out.add_(add) if add is not None else out
+            return out.sigmoid_() if sigmoid else out
+        if add is not None and not self.low:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
+        out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias,
+                                                 "sigmoid" if sigmoid else "none", [], "")
+        out = out.float() if self.low else out   # the cell arithmetic stays in fp32
+        return out.add_(add) if add is not None else out
 
 
 def _onednn_pack(weight: torch.Tensor, batch: int) -> Optional[torch.Tensor]:
@@ -161,23 +171,29 @@ class FastStep:
         for i, h in enumerate(layers[0]):
             if self.cell == "gru":
                 x = self._gru(i, ids, x, h)
+            elif self.cell == "lstm":
+                x, c = self._lstm(self._gates(i, ids, x, h), layers[1][i])
+                c_new.append(c)
+            elif i == 0:
+                x = torch.tanh(self.recurrent[0](h, add=self.input_table.index_select(0, ids)))
             else:
-                if i == 0:
-                    pre = self.recurrent[0](h).add_(self.input_table.index_select(0, ids))
-                else:
-                    pre = self.joint[i - 1](torch.cat([x, h], 1))
-                if self.cell == "lstm":
-                    x, c = self._lstm(pre, layers[1][i])
-                    c_new.append(c)
-                else:
-                    x = torch.tanh(pre)
+                x = torch.tanh(self.joint[i - 1](torch.cat([x, h], 1)))
             h_new.append(x)
         logits = self.head(x)
         return logits, ((h_new, c_new) if self.cell == "lstm" else (h_new,))
 
-    def _lstm(self, pre: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # One sigmoid for all four gates: rows (i, f, o, 2g) give g_half = (tanh(g) + 1) / 2.
-        i, f, o, g_half = torch.sigmoid(pre).split(self.size, 1)
+    def _gates(self, i: int, ids: torch.Tensor, x: Optional[torch.Tensor], h: torch.Tensor
+               ) -> torch.Tensor:
+        """LSTM layer i's four gates after the one sigmoid: [batch, 4 hidden], rows (i, f, o,
+        (tanh(g) + 1) / 2). Higher layers run the sigmoid inside the product (a oneDNN
+        post-op); layer 0 adds its input table row inside it (fp32) and sigmoids in place."""
+        if i == 0:
+            return self.recurrent[0](h, add=self.input_table.index_select(0, ids)).sigmoid_()
+        return self.joint[i - 1](torch.cat([x, h], 1), sigmoid=True)
+
+    def _lstm(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # gates (i, f, o, g_half) from _gates, with g_half = (tanh(g) + 1) / 2.
+        i, f, o, g_half = gates.chunk(4, 1)     # (chunk: a C++ call; split goes through Python)
         c = torch.addcmul(torch.addcmul(-i, f, c), i, g_half, value=2)   # f c + i tanh(g)
         # torch.tanh here: as fast as sigmoid in torch 2.13, so 2 sigmoid(2c) - 1 (three more
         # ops) no longer pays.
