@@ -10,12 +10,14 @@ prepared once, from the model's own:
 * the higher layers multiply [x, h] by [W_ih, W_hh] in one product (GRU keeps the two apart,
   since its reset gate scales the recurrent part alone);
 * LSTM gate rows are reordered so that one sigmoid computes all four gates (tanh(g) is
-  2 sigmoid(2g) - 1);
+  2 sigmoid(2g) - 1); on CPU that sigmoid, and layer 0's table row, run inside the product as
+  oneDNN post-ops (fewer operations per step);
 * on CPU every product uses oneDNN's prepacked weights; elsewhere (CUDA, or a torch without
   oneDNN) a plain F.linear;
 * ``precision="bf16"`` keeps the recurrent weights in bf16 (half the memory read per step, twice
   the matmul rate on CPUs with native bf16), the cell state and the arithmetic between products
-  in fp32; logits move by a few hundredths (bench/RESULTS.md).
+  in fp32 (the higher layers' gates leave the product rounded to bf16); logits move by about
+  1e-3, the next-character total variation by about 1e-4 (bench/TRIED.md).
 
 In fp32 on CPU each row's arithmetic does not depend on the batch size: row i of a batch of 8
 equals, bit for bit, the same row stepped alone (the sampler's seed rule relies on it).
