@@ -10,12 +10,14 @@ prepared once, from the model's own:
 * the higher layers multiply [x, h] by [W_ih, W_hh] in one product (GRU keeps the two apart,
   since its reset gate scales the recurrent part alone);
 * LSTM gate rows are reordered so that one sigmoid computes all four gates (tanh(g) is
-  2 sigmoid(2g) - 1);
+  2 sigmoid(2g) - 1); on CPU that sigmoid, and layer 0's table row, run inside the product as
+  oneDNN post-ops (fewer operations per step);
 * on CPU every product uses oneDNN's prepacked weights; elsewhere (CUDA, or a torch without
   oneDNN) a plain F.linear;
 * ``precision="bf16"`` keeps the recurrent weights in bf16 (half the memory read per step, twice
   the matmul rate on CPUs with native bf16), the cell state and the arithmetic between products
-  in fp32; logits move by a few hundredths (bench/RESULTS.md).
+  in fp32 (the higher layers' gates leave the product rounded to bf16); logits move by about
+  1e-3, the next-character total variation by about 1e-4 (bench/TRIED.md).
 
 In fp32 on CPU each row's arithmetic does not depend on the batch size: row i of a batch of 8
 equals, bit for bit, the same row stepped alone (the sampler's seed rule relies on it).
@@ -54,15 +56,29 @@ class _Linear:
         self.packed = (_onednn_pack(weight, max(batch, 2)) if weight.device.type == "cpu"
                        else None)
         self.weight = weight if self.packed is None else None
+        # What one product reads and computes per row (for the benchmark's bounds).
+        self.nbytes = weight.numel() * weight.element_size() + \
+            (0 if bias is None else self.bias.numel() * self.bias.element_size())
+        self.flops = 2 * weight.numel()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigmoid: bool = False,
+                 add: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x [batch, in] -> float32 [batch, out]; ``sigmoid``: sigmoid(x @ weight.T + bias),
+        ``add`` (float32 [batch, out]): x @ weight.T + add (fp32 only; with bias None), each
+        fused into oneDNN's kernel as a post-op where it runs (one operation fewer per step)."""
         if self.low:
             x = x.to(self.dtype)
-        if self.packed is not None:
-            out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        else:
+        if self.packed is None:
             out = F.linear(x, self.weight, self.bias)
-        return out.float() if self.low else out   # the cell arithmetic stays in fp32
+            out = out.float() if self.low else out
+            out = out.add_(add) if add is not None else out
+            return out.sigmoid_() if sigmoid else out
+        if add is not None and not self.low:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
+        out = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias,
+                                                 "sigmoid" if sigmoid else "none", [], "")
+        out = out.float() if self.low else out   # the cell arithmetic stays in fp32
+        return out.add_(add) if add is not None else out
 
 
 def _onednn_pack(weight: torch.Tensor, batch: int) -> Optional[torch.Tensor]:
@@ -120,6 +136,21 @@ class FastStep:
             self.head = _Linear(model.head.weight, model.head.bias, batch, torch.float32)
         self.onednn = self.head.packed is not None   # True: products use prepacked weights
 
+    def products(self) -> list[_Linear]:
+        """Every weight product of one step (in no particular order)."""
+        return [p for p in (*self.recurrent, *self.joint, *self.inputs, self.head) if p]
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights one step reads at batch 1: every product's weight and bias in its
+        precision, plus one row of the input table (fp32). What bounds batch-1 speed."""
+        row = self.input_table.shape[1] * self.input_table.element_size()
+        return sum(p.nbytes for p in self.products()) + row
+
+    def flops_per_row(self) -> int:
+        """Multiply-adds x 2 of one step's products per batch row (the gate arithmetic and the
+        table lookup apart). What bounds large-batch speed, against the matmul peak."""
+        return sum(p.flops for p in self.products())
+
     def _ordered(self, weights: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         if self.cell != "lstm":
             return [w.detach() for w in weights]
@@ -142,23 +173,29 @@ class FastStep:
         for i, h in enumerate(layers[0]):
             if self.cell == "gru":
                 x = self._gru(i, ids, x, h)
+            elif self.cell == "lstm":
+                x, c = self._lstm(self._gates(i, ids, x, h), layers[1][i])
+                c_new.append(c)
+            elif i == 0:
+                x = torch.tanh(self.recurrent[0](h, add=self.input_table.index_select(0, ids)))
             else:
-                if i == 0:
-                    pre = self.recurrent[0](h).add_(self.input_table.index_select(0, ids))
-                else:
-                    pre = self.joint[i - 1](torch.cat([x, h], 1))
-                if self.cell == "lstm":
-                    x, c = self._lstm(pre, layers[1][i])
-                    c_new.append(c)
-                else:
-                    x = torch.tanh(pre)
+                x = torch.tanh(self.joint[i - 1](torch.cat([x, h], 1)))
             h_new.append(x)
         logits = self.head(x)
         return logits, ((h_new, c_new) if self.cell == "lstm" else (h_new,))
 
-    def _lstm(self, pre: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # One sigmoid for all four gates: rows (i, f, o, 2g) give g_half = (tanh(g) + 1) / 2.
-        i, f, o, g_half = torch.sigmoid(pre).split(self.size, 1)
+    def _gates(self, i: int, ids: torch.Tensor, x: Optional[torch.Tensor], h: torch.Tensor
+               ) -> torch.Tensor:
+        """LSTM layer i's four gates after the one sigmoid: [batch, 4 hidden], rows (i, f, o,
+        (tanh(g) + 1) / 2). Higher layers run the sigmoid inside the product (a oneDNN
+        post-op); layer 0 adds its input table row inside it (fp32) and sigmoids in place."""
+        if i == 0:
+            return self.recurrent[0](h, add=self.input_table.index_select(0, ids)).sigmoid_()
+        return self.joint[i - 1](torch.cat([x, h], 1), sigmoid=True)
+
+    def _lstm(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # gates (i, f, o, g_half) from _gates, with g_half = (tanh(g) + 1) / 2.
+        i, f, o, g_half = gates.chunk(4, 1)     # (chunk: a C++ call; split goes through Python)
         c = torch.addcmul(torch.addcmul(-i, f, c), i, g_half, value=2)   # f c + i tanh(g)
         # torch.tanh here: as fast as sigmoid in torch 2.13, so 2 sigmoid(2c) - 1 (three more
         # ops) no longer pays.

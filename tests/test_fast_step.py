@@ -96,3 +96,20 @@ def test_layer_lists_round_trip_and_inputs_are_left_alone():
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(CharRNNError, match="precision must be one of fp32, bf16, got 'fp16'"):
         FastStep(_model("gru", 1), 1, "fp16")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_weight_bytes_and_flops_count_every_product_once(cell, precision):
+    """The benchmark's bounds: a step reads each product's weight and bias once (in the
+    step's precision; the output layer and one input-table row in fp32) and multiplies each
+    weight once per row."""
+    model = _model(cell, 2, vocab=11, hidden=16)
+    fast, gates = FastStep(model, 1, precision), {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    size = {"fp32": 4, "bf16": 2}[precision]
+    # layer 0: W_hh (+ b_hh for gru); layer 1: W_ih and W_hh (+ their biases); the head.
+    recurrent = gates * 16 * 16 + (gates * 16 if cell == "gru" else 0)
+    upper = gates * 16 * (16 + 16) + gates * 16 * (2 if cell == "gru" else 1)
+    head = 11 * 16 + 11
+    assert fast.weight_bytes() == size * (recurrent + upper) + 4 * head + 4 * gates * 16
+    assert fast.flops_per_row() == 2 * (gates * 16 * 16 + gates * 16 * 32 + 11 * 16)
