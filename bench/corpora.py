@@ -8,9 +8,9 @@ their sizes and vocabularies.
   site-packages and test folders left out), sorted by path, each headed by its path, the first
   5 MB. Needs nothing beyond Python.
 - ``german``: German, the translated messages of the gettext catalogs in
-  /usr/share/locale/de/LC_MESSAGES (bench/section.py new_corpus; ~1.3 MB on a Debian machine
+  /usr/share/locale/de/LC_MESSAGES (bench/german.py new_corpus; ~1.3 MB on a Debian machine
   with the usual packages). Needs Debian packages' locale files; without them, the generated
-  German play (bench/section.py german_play), saying so.
+  German play (bench/german.py german_play), saying so.
 - ``russian``: another alphabet with a larger vocabulary (~150+ distinct characters: Cyrillic,
   Latin, digits, punctuation), the Russian messages of /usr/share/locale/ru/LC_MESSAGES/*.mo,
   each once, at most 3 MB. Needs Debian packages' locale files; skipped (with a note) where
@@ -66,9 +66,9 @@ def source_files(root: Path, cap: int, skip: Callable[[Path], bool] = lambda p: 
 
 
 def messages(files: Iterable[Path], keep: Callable[[str], bool], cap: int) -> str:
-    """The translated strings of gettext catalogs (bench/section.py _mo_strings), whitespace
+    """The translated strings of gettext catalogs (bench/german.py _mo_strings), whitespace
     collapsed, the ones ``keep`` accepts, each once, one a line, up to ``cap`` characters."""
-    from bench.section import _mo_strings
+    from bench.german import _mo_strings
     seen, lines, size = set(), [], 0
     for path in files:
         try:
@@ -100,7 +100,7 @@ def build_code() -> tuple[str, str]:
 
 
 def build_german() -> tuple[str, str]:
-    from bench.section import new_corpus
+    from bench.german import new_corpus
     return new_corpus()
 
 
