@@ -55,8 +55,27 @@ class CharRNN(nn.Module):
                 ) -> tuple[torch.Tensor, Hidden]:
         """ids [batch, time] int64 -> logits [batch, time, vocab] (float), hidden state after
         the last step. ``hidden=None`` starts from zeros."""
-        outputs, hidden = self.rnn(self.embed(ids), hidden)
+        outputs, hidden = self._recurrent(self.embed(ids), hidden)
         return self.head(self.drop(outputs)), hidden
+
+    def _recurrent(self, x: torch.Tensor, hidden: Optional[Hidden]) -> tuple[torch.Tensor, Hidden]:
+        # With weight drop while training: the same fused kernel, on the masked weights
+        # (functional_call swaps them in for this call), never a per-step Python loop.
+        if not (self.training and self.config.weight_drop > 0):
+            return self.rnn(x, hidden)
+        return torch.func.functional_call(self.rnn, self.dropped_weights(), (x, hidden))
+
+    def dropped_weights(self) -> dict[str, torch.Tensor]:
+        """DropConnect (Wan et al. 2013) on the recurrent weights, AWD-LSTM's weight drop
+        (Merity et al. 2017, "Regularizing and Optimizing LSTM Language Models"): for every
+        layer k, ``{"weight_hh_lk": weight_hh_lk * mask / (1 - p)}`` with p = weight_drop and
+        a fresh Bernoulli(1 - p) mask [gates*hidden, hidden] from torch's global generator.
+        ``forward`` draws them once per call (per chunk) in training mode; their expectation
+        is the plain weight, which evaluation, ``step`` and sampling use as it is. Gradients
+        reach weight_hh through the mask. p is rounded to a multiple of 1/32768."""
+        weights = [getattr(self.rnn, f"weight_hh_l{k}") for k in range(self.config.layers)]
+        return {f"weight_hh_l{k}": w * _keep_mask(w, self.config.weight_drop)
+                for k, w in enumerate(weights)}
 
     def init_hidden(self, batch: int, device: Optional[torch.device] = None) -> Hidden:
         """The zero state for ``batch`` streams, on the model's device unless given."""
@@ -115,6 +134,21 @@ class CharRNN(nn.Module):
     def num_params(self) -> int:
         """The number of weights (embedding, recurrent layers, output layer)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """A mask shaped and typed like ``like``: each entry 0 with probability p (to 1/32768) or
+    else 1/(1-p), independently, from torch's global generator (so --resume repeats it).
+
+    Two entries per 32-bit draw: torch's int32 ``random_()`` gives 31 random bits; masked to
+    two 15-bit halves, each read as an int16 uniform over [0, 32767]. F.dropout draws one
+    Bernoulli number per entry: 3-4x the cost on a CPU, where a 3072x768 mask would take a
+    noticeable part of a training step."""
+    cut = min(round(p * 32768), 32767)
+    size = like.numel()
+    draws = torch.empty((size + 1) // 2, dtype=torch.int32, device=like.device).random_()
+    keep = draws.bitwise_and_(0x7FFF7FFF).view(torch.int16)[:size] >= cut
+    return keep.view(like.shape).to(like.dtype).mul_(32768 / (32768 - cut))
 
 
 def _gru_cell(from_input: torch.Tensor, from_state: torch.Tensor, h: torch.Tensor

@@ -17,7 +17,7 @@ import torch
 from . import distributed, memory
 from .cache import NewChars, cached_digest, load_ids
 from .checkpoint import load_checkpoint, load_trainer_state, read_config
-from .config import TrainConfig
+from .config import REGULARISERS, TrainConfig
 from .corpus import Corpus
 from .deadline import command_start
 from .device import warn_if_bf16_is_emulated
@@ -106,7 +106,8 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
         if model is None:
             model = CharRNN(config.model).to(device)
         else:                            # fine-tune: the source's shape, grown vocabulary
-            model = adapted(model, config.model.dropout, tokenizer.vocab_size)
+            model = adapted(model, config.model.dropout, tokenizer.vocab_size,
+                            {name: getattr(config.model, name) for name in REGULARISERS})
             config.model = model.config
         if ctx.rank > 0:
             torch.manual_seed(config.seed + ctx.rank)   # same weights, own dropout masks
