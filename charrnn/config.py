@@ -87,6 +87,11 @@ class TrainConfig:
     beta2: float = option(0.99, "AdamW's second-moment decay rate.", low=0, high=1,
                           high_open=True)
     grad_clip: float = option(1.0, "Gradient-norm clip (0: off).", low=0, aliases=("clip",))
+    ema: float = option(0.0, "Decay of an exponential moving average of the weights (e.g. "
+                        "0.999; 0: off). The average is the model: validation measures it and "
+                        "best/, last/ and snapshots hold it (so do samples and --init-from); "
+                        "trainer_state.pt also keeps the raw weights for --resume.", low=0,
+                        high=1, high_open=True, on_resume=False)
     steps: Optional[int] = option(None, "Stop after this many steps.", low=1)
     epochs: Optional[float] = option(None, "Stop after this many passes over the text.",
                                      low=0, low_open=True)

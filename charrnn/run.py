@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import distributed, memory
+from .average import WeightAverage
 from .cache import NewChars, cached_digest, load_ids
 from .checkpoint import load_checkpoint, load_trainer_state, read_config
 from .config import REGULARISERS, TrainConfig
@@ -46,6 +47,7 @@ class Run:
     streams: Streams               # training: this process's rows
     val_streams: Streams           # validation: the whole held-out text, on every process
     state: LoopState
+    average: WeightAverage         # --ema: the weights' moving average (average.py)
     started: float = 0.0           # the command's start, time.monotonic() (deadline.py)
 
 
@@ -114,12 +116,13 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
     else:
         config.model = model.config
         _resumed_layout(saved, state, resume_from, streams, len(train_ids), ctx)
-    optimizer = make_optimizer(model, config, device)
+    optimizer, average = make_optimizer(model, config, device), WeightAverage(model, config.ema)
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
+        average.restore(saved)           # the raw weights (last/ held the average) and it
     folder.start(config.overwrite, state.step if resume_from is not None else None)
     return Run(corpus, config, device, ctx, folder, tokenizer, model, ctx.wrap(model, device),
-               optimizer, streams, val_streams, state)
+               optimizer, streams, val_streams, state, average)
 
 
 def corpus_record(corpus: str, ids: np.ndarray) -> dict:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,7 @@ from safetensors.torch import load_file
 import charrnn
 from charrnn import CharRNNError
 from charrnn.api import train_run
-from conftest import tiny_config
+from conftest import make_corpus, tiny_config
 
 
 def weights(folder):
@@ -31,10 +32,19 @@ def test_same_seed_gives_the_same_weights(corpus, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(corpus, tmp_path):
+# The regularised run crosses epochs (a short text) with every training option of #12 on.
+REGULARISED = dict(ema=0.9, model=dict(weight_drop=0.3))
+
+
+@pytest.mark.parametrize("options", [{}, REGULARISED], ids=["plain", "regularised"])
+def test_interrupted_then_resumed_equals_uninterrupted(options, corpus, tmp_path):
     config = dict(steps=24, eval_interval=8, model=charrnn.preset("tiny").model)
     config["model"].dropout = 0.1  # dropout needs the RNG state restored, too
     config["model"].layers = 2
+    if options:
+        make_corpus(corpus, chars=3000)
+        config.update({k: v for k, v in options.items() if k != "model"})
+        config["model"] = dataclasses.replace(config["model"], **options["model"])
     train_run(str(corpus), tiny_config(tmp_path / "straight", **config))
     stopped = train_run(str(corpus), tiny_config(tmp_path / "split", **config),
                         callback=lambda step, metrics: step == 11)
@@ -42,6 +52,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(corpus, tmp_path):
     train_run(str(corpus), tiny_config(tmp_path / "split", resume=True, **config))
     a, b = weights(tmp_path / "straight" / "last"), weights(tmp_path / "split" / "last")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = [torch.load(tmp_path / run / "last" / "trainer_state.pt", weights_only=True)
+            for run in ("straight", "split")]
+    assert a.keys() == b.keys() and ("ema" in a) == ("ema" in options)
+    for name in ("weights", "ema"):          # --ema: the raw weights and the average
+        assert all(torch.equal(a[name][k], b[name][k]) for k in a.get(name, {}))
     metrics = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("straight", "split")]
     strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k not in ("elapsed", "chars_per_sec")}
                            for l in lines]
