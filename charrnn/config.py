@@ -77,6 +77,9 @@ class TrainConfig:
                              high=1 << 20)
     seq_len: int = option(128, "Truncated-BPTT length: characters per chunk.", low=1,
                           high=1 << 20)
+    epoch_offset: bool = option(False, "Start every epoch's streams a random number of "
+                                "characters (under --seq-len, from --seed and the epoch) in, so "
+                                "that epochs do not feed the same chunks.", on_resume=False)
     lr: float = option(3e-3, "Peak learning rate.", low=0, low_open=True)
     min_lr_ratio: float = option(0.1, "Cosine decay ends at lr * this.", low=0, high=1)
     warmup_steps: int = option(50, "Steps of linear warmup.", low=0)

@@ -99,7 +99,8 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
                                            _sharing(ctx, device)), True)
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
     folder.corpus_record = corpus_record(corpus, ids)    # what novelty checks find it by
-    streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size)
+    streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size,
+                      shift_seed=config.seed if config.epoch_offset else None)
     val_streams = _validation(val_ids, config)
 
     if resume_from is None:

@@ -117,10 +117,12 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
                 break
             # The learning rate for this step, from the fraction of the run done.
             _set_rate(run, total_steps)
-            # The next chunk of every stream; a new epoch starts the streams from zeros.
+            # The next chunk of every stream; a new epoch starts the streams from zeros (and,
+            # with --epoch-offset, a random shift in).
             if state.next_chunk >= run.streams.num_chunks:
                 state.next_chunk, state.epoch, state.hidden = 0, state.epoch + 1, None
-            inputs, targets = _to_device(run.streams.chunk(state.next_chunk), run.device)
+            inputs, targets = _to_device(run.streams.chunk(state.next_chunk, state.epoch),
+                                         run.device)
             # Forward, backward, clip, step; the hidden state carries on without its graph.
             with autocast(run.device, config.precision):
                 logits, hidden = run.net(inputs, state.hidden)
