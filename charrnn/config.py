@@ -13,6 +13,7 @@ from typing import Any, Optional
 from . import options
 from .errors import CharRNNError, OptionError
 from .options import option
+from .schedule import SCHEDULES
 # The tools' options live in config_tools.py (this module's length); importable from here too.
 from .config_tools import (DEVICES, ExportConfig, NoveltyConfig,  # noqa: F401 (re-exported)
                            ReportConfig, ServeConfig)
@@ -81,7 +82,12 @@ class TrainConfig:
                                 "characters (under --seq-len, from --seed and the epoch) in, so "
                                 "that epochs do not feed the same chunks.", on_resume=False)
     lr: float = option(3e-3, "Peak learning rate.", low=0, low_open=True)
-    min_lr_ratio: float = option(0.1, "Cosine decay ends at lr * this.", low=0, high=1)
+    min_lr_ratio: float = option(0.1, "The decay ends at lr * this.", low=0, high=1)
+    schedule: str = option("cosine", "How the rate decays after the warmup: cosine, linear, "
+                           "or wsd (warmup-stable-decay: flat at the peak, then linear over "
+                           "the last --decay-fraction of the run).", choices=SCHEDULES)
+    decay_fraction: float = option(0.2, "With --schedule wsd: the share of the run, at its end, "
+                                   "over which the rate decays.", low=0, high=1, low_open=True)
     warmup_steps: int = option(50, "Steps of linear warmup.", low=0)
     weight_decay: float = option(0.01, "AdamW weight decay (not on biases and embeddings).",
                                  low=0)

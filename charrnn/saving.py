@@ -16,7 +16,7 @@ import torch
 from .evaluate import LN2, evaluate
 from .run import Run
 from .resume import rng_state, trainer_state
-from .schedule import learning_rate, planned_steps, progress
+from .schedule import planned_steps, progress, scheduled_rate
 
 LIMITS = ("steps", "epochs", "time", "early-stop")   # stop reasons that end with a validation
 
@@ -100,8 +100,7 @@ def metrics(run: Run, train_loss: Optional[float] = None, chars_per_sec: float =
     return {"step": state.step, "epoch": round(state.step / run.streams.num_chunks, 4),
             "elapsed": round(state.elapsed, 2), "train_loss": round(train_loss, 5),
             "val_loss": round(state.val_loss, 5), "val_bpc": round(state.val_loss / LN2, 5),
-            "lr": learning_rate(state.step, done, config.lr, config.warmup_steps,
-                                config.min_lr_ratio),
+            "lr": scheduled_rate(config, state.step, done),
             "chars_per_sec": round(chars_per_sec, 1)}
 
 

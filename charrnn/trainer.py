@@ -30,7 +30,7 @@ from .model import detach
 from .progress import Bar, LossMeter, Speed
 from .run import Run, prepare
 from .saving import finish, kept, validate_and_save
-from .schedule import learning_rate, planned_steps, progress
+from .schedule import planned_steps, progress, scheduled_rate
 from .signals import stop_on_signals
 
 Callback = Callable[[int, dict], bool]
@@ -161,7 +161,7 @@ def _set_rate(run: Run, total_steps: Optional[int]) -> None:
     """Set the optimizer's rate for step ``run.state.step`` (schedule.py)."""
     config, state = run.config, run.state
     done = progress(state.step, state.elapsed, total_steps, config.time_limit)
-    lr = learning_rate(state.step, done, config.lr, config.warmup_steps, config.min_lr_ratio)
+    lr = scheduled_rate(config, state.step, done)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
 
