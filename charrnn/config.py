@@ -122,6 +122,10 @@ class TrainConfig:
     cache_dir: str = option("data/cache", "Where token ids are cached.")
     overwrite: bool = option(False, "Replace the model already in --out.")
     resume: bool = option(False, "Continue the run in --out from its last checkpoint.")
+    head_bias: str = option("default", "The output layer's initial bias for a new model: "
+                            "default: torch's (near zero, all characters alike); unigram: the "
+                            "log frequencies of the training text's characters.",
+                            choices=("default", "unigram"), on_resume=False)
     init_from: Optional[str] = option(None, "Fine-tune: start from this run's best model (or "
                                       "this checkpoint folder) with a fresh optimizer, schedule "
                                       "and step count; the model's shape is its own.",

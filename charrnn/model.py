@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -168,6 +169,22 @@ def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torc
     i, f, g, o = gates.chunk(4, 1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def unigram_head_bias(model: CharRNN, ids: np.ndarray, block: int = 1 << 24) -> None:
+    """Set ``model.head.bias`` [vocab] to the log of the add-one smoothed frequencies of the
+    token ids ``ids`` (any int array, a memmap too: counted ``block`` ids at a time), so that
+    an untrained model, whose output weights are small, starts near the text's unigram
+    distribution rather than the uniform one (loss near the unigram entropy, not ln(vocab)).
+    Raises ValueError for an id outside [0, vocab)."""
+    vocab = model.config.vocab_size
+    counts = np.ones(vocab, dtype=np.float64)
+    for start in range(0, len(ids), block):
+        counts += np.bincount(np.asarray(ids[start:start + block]), minlength=vocab)[:vocab]
+    if counts.shape[0] != vocab or len(ids) + vocab != int(counts.sum()):
+        raise ValueError(f"ids outside [0, {vocab})")
+    with torch.no_grad():
+        model.head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
 
 
 # The hidden-state helpers: every tuple-vs-tensor decision lives here.

@@ -25,7 +25,7 @@ from .device import warn_if_bf16_is_emulated
 from .errors import CharRNNError, note
 from .evaluate import eval_streams
 from .finetune import adapted, check_source, load_source, on_new_chars
-from .model import CharRNN, hidden_batch
+from .model import CharRNN, hidden_batch, unigram_head_bias
 from .resume import LoopState, restore_rng, resumed_state
 from .runfolder import RunFolder
 from .streams import Streams, split_train_val
@@ -108,6 +108,8 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
         config.model.vocab_size = tokenizer.vocab_size
         if model is None:
             model = CharRNN(config.model).to(device)
+            if config.head_bias == "unigram":
+                unigram_head_bias(model, train_ids)
         else:                            # fine-tune: the source's shape, grown vocabulary
             model = adapted(model, config.model.dropout, tokenizer.vocab_size,
                             {name: getattr(config.model, name) for name in REGULARISERS})

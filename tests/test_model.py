@@ -1,10 +1,11 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 from charrnn import CharRNN, ModelConfig
-from charrnn.model import hidden_from_parts, hidden_parts
+from charrnn.model import hidden_from_parts, hidden_parts, unigram_head_bias
 
 
 def test_vanilla_rnn_matches_the_seed_formula_by_hand():
@@ -187,3 +188,20 @@ def test_weight_drop_changes_nothing_in_eval_mode_and_step(cell):
         hidden = model.init_hidden(2)
         assert torch.equal(model.step(ids[:, 0], hidden)[0], plain.step(ids[:, 0], hidden)[0])
     assert torch.equal(torch.get_rng_state(), before)       # no mask was drawn
+
+
+def test_unigram_head_bias_is_the_log_smoothed_frequencies_and_the_loss_their_entropy():
+    ids = np.array([0, 1, 1, 2, 2, 2, 2, 4, 4, 1] * 7, dtype=np.uint16)
+    model = _model("lstm", vocab=6)
+    unigram_head_bias(model, ids, block=8)          # counted in blocks, a memmap's way
+    counts = np.array([7, 21, 28, 0, 14, 0]) + 1.0
+    expected = np.log(counts / counts.sum())
+    assert torch.allclose(model.head.bias.double(), torch.from_numpy(expected), atol=1e-6)
+    with torch.no_grad():                 # with no output weights the model is the unigram
+        model.head.weight.zero_()
+        logits, _ = model(torch.from_numpy(ids[None, :-1].astype(np.int64)))
+    loss = torch.nn.functional.cross_entropy(logits[0], torch.from_numpy(ids[1:].astype(np.int64)))
+    entropy = -np.mean(expected[ids[1:]])           # the text's cross-entropy under the unigram
+    assert float(loss) == pytest.approx(entropy, abs=1e-6)
+    with pytest.raises(ValueError, match=r"ids outside \[0, 6\)"):
+        unigram_head_bias(model, np.array([1, 6]))

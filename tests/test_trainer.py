@@ -2,6 +2,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -33,7 +34,8 @@ def test_same_seed_gives_the_same_weights(corpus, tmp_path):
 
 
 # The regularised run crosses epochs (a short text) with every training option of #12 on.
-REGULARISED = dict(ema=0.9, epoch_offset=True, schedule="wsd", model=dict(weight_drop=0.3))
+REGULARISED = dict(ema=0.9, epoch_offset=True, schedule="wsd", head_bias="unigram",
+                   model=dict(weight_drop=0.3))
 
 
 @pytest.mark.parametrize("options", [{}, REGULARISED], ids=["plain", "regularised"])
@@ -118,3 +120,18 @@ def test_resume_on_a_finished_run_says_so_and_changes_nothing(corpus, tmp_path):
         train_run(str(corpus), tiny_config(tmp_path / "run", steps=12, resume=True))
     after = weights(tmp_path / "run" / "last")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_head_bias_unigram_starts_a_new_model_at_the_training_texts_frequencies(corpus, tmp_path):
+    options = dict(steps=1, eval_interval=1, lr=1e-12)
+    train_run(str(corpus), tiny_config(tmp_path / "plain", **options))
+    train_run(str(corpus), tiny_config(tmp_path / "unigram", head_bias="unigram", **options))
+    plain, unigram = weights(tmp_path / "plain" / "last"), weights(tmp_path / "unigram" / "last")
+    for name in plain.keys() - {"head.bias"}:     # the rest as a default run's (lr ~ 0)
+        torch.testing.assert_close(plain[name], unigram[name], rtol=0, atol=1e-9)
+    model = charrnn.load(tmp_path / "unigram")
+    text = corpus.read_text(encoding="utf-8")
+    train = model.tokenizer.encode(text[:len(text) - int(len(text) * 0.1)])
+    counts = np.bincount(train, minlength=model.tokenizer.vocab_size) + 1.0
+    expected = torch.from_numpy(np.log(counts / counts.sum())).float()
+    torch.testing.assert_close(unigram["head.bias"], expected, rtol=0, atol=1e-6)
