@@ -21,7 +21,7 @@ from .config_tools import (DEVICES, ExportConfig, NoveltyConfig,  # noqa: F401 (
 CELLS = ("rnn", "gru", "lstm")
 SEED_MAX = 2**63 - 1
 # ModelConfig's regularisers: not the shape, so a fine-tune (--init-from) takes its own.
-REGULARISERS = ("dropout", "weight_drop")
+REGULARISERS = ("dropout", "locked_dropout", "input_dropout", "weight_drop")
 VAL_CHARS = 120_000     # > tinyshakespeare's validation split (111,539): benchmarks compare
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 
@@ -58,6 +58,14 @@ class ModelConfig:
                              on_resume=False)
     dropout: float = option(0.0, "Dropout between recurrent layers and before the output "
                             "layer.", low=0, high=1, high_open=True, on_resume=False)
+    locked_dropout: bool = option(False, "--dropout before the output layer draws one mask per "
+                                  "stream and chunk, shared by its time steps (variational "
+                                  "dropout), not one per character; between layers it stays "
+                                  "per character.", on_resume=False)
+    input_dropout: float = option(0.0, "Dropout on the character embeddings, one mask per "
+                                  "stream and chunk shared by its time steps (variational "
+                                  "dropout, AWD-LSTM's dropouti).", low=0, high=1,
+                                  high_open=True, on_resume=False)
     weight_drop: float = option(0.0, "DropConnect on the recurrent weights while training: "
                                 "each chunk zeroes this share of every layer's hidden-to-hidden "
                                 "weights, the rest scaled by 1/(1-p) (AWD-LSTM's weight drop).",

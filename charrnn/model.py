@@ -56,8 +56,12 @@ class CharRNN(nn.Module):
                 ) -> tuple[torch.Tensor, Hidden]:
         """ids [batch, time] int64 -> logits [batch, time, vocab] (float), hidden state after
         the last step. ``hidden=None`` starts from zeros."""
-        outputs, hidden = self._recurrent(self.embed(ids), hidden)
-        return self.head(self.drop(outputs)), hidden
+        config = self.config
+        inputs = _locked(self.embed(ids), config.input_dropout, self.training)
+        outputs, hidden = self._recurrent(inputs, hidden)
+        outputs = _locked(outputs, config.dropout, self.training) if config.locked_dropout \
+            else self.drop(outputs)
+        return self.head(outputs), hidden
 
     def _recurrent(self, x: torch.Tensor, hidden: Optional[Hidden]) -> tuple[torch.Tensor, Hidden]:
         # With weight drop while training: the same fused kernel, on the masked weights
@@ -135,6 +139,17 @@ class CharRNN(nn.Module):
     def num_params(self) -> int:
         """The number of weights (embedding, recurrent layers, output layer)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def _locked(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Variational ("locked") dropout (Gal and Ghahramani 2016; AWD-LSTM's LockedDropout) on
+    x [batch, time, features]: one mask per stream [batch, 1, features], the same at every
+    time step, kept entries scaled by 1/(1-p) (in float32, whatever x's dtype). x itself
+    when not training or p is 0 (then no random number is drawn)."""
+    if not training or p == 0:
+        return x
+    mask = torch.empty(x.shape[0], 1, x.shape[2], device=x.device).bernoulli_(1 - p)
+    return x * mask.div_(1 - p)
 
 
 def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:

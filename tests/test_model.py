@@ -205,3 +205,42 @@ def test_unigram_head_bias_is_the_log_smoothed_frequencies_and_the_loss_their_en
     assert float(loss) == pytest.approx(entropy, abs=1e-6)
     with pytest.raises(ValueError, match=r"ids outside \[0, 6\)"):
         unigram_head_bias(model, np.array([1, 6]))
+
+
+def _captured(model, ids):
+    """The inputs of the recurrent layers and of the output layer in one forward call."""
+    seen = {}
+    hooks = [model.rnn.register_forward_hook(lambda m, a, out: seen.update(rnn=a[0])),
+             model.head.register_forward_hook(lambda m, a, out: seen.update(head=a[0]))]
+    with torch.no_grad():
+        model(ids)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("where", ["rnn", "head"])
+def test_locked_dropout_shares_one_mask_across_the_time_steps_of_a_chunk(cell, where):
+    torch.manual_seed(0)
+    p = 0.4
+    options = dict(input_dropout=p) if where == "rnn" else dict(dropout=p, locked_dropout=True)
+    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=1, hidden_size=32,
+                                embed_size=24, **options))
+    ids = torch.randint(0, 11, (16, 9))
+    plain, dropped = _captured(model.eval(), ids)[where], _captured(model.train(), ids)[where]
+    kept = dropped != 0                              # [batch, time, features]
+    assert torch.equal(kept, kept[:, :1].expand_as(kept))           # the same at every step
+    assert torch.allclose(dropped[kept], plain[kept] / (1 - p), rtol=1e-5, atol=1e-6)
+    n = kept[:, 0].numel()                           # Binomial(n, p) dropped: within 5 sd
+    assert abs(int((~kept[:, 0]).sum()) - n * p) < 5 * (n * p * (1 - p)) ** 0.5
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ids)[0], model(ids)[0])      # eval: no dropout
+
+
+def test_without_locked_dropout_the_output_masks_differ_per_time_step():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, cell="lstm", layers=1, hidden_size=32,
+                                embed_size=8, dropout=0.5)).train()
+    kept = _captured(model, torch.randint(0, 11, (16, 9)))["head"] != 0
+    assert not torch.equal(kept, kept[:, :1].expand_as(kept))

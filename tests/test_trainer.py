@@ -35,7 +35,7 @@ def test_same_seed_gives_the_same_weights(corpus, tmp_path):
 
 # The regularised run crosses epochs (a short text) with every training option of #12 on.
 REGULARISED = dict(ema=0.9, epoch_offset=True, schedule="wsd", head_bias="unigram",
-                   model=dict(weight_drop=0.3))
+                   model=dict(weight_drop=0.3, locked_dropout=True, input_dropout=0.2))
 
 
 @pytest.mark.parametrize("options", [{}, REGULARISED], ids=["plain", "regularised"])
