@@ -13,10 +13,15 @@ from typing import Any, Optional
 from . import options
 from .errors import CharRNNError, OptionError
 from .options import option
+from .schedule import SCHEDULES
+# The tools' options live in config_tools.py (this module's length); importable from here too.
+from .config_tools import (DEVICES, ExportConfig, NoveltyConfig,  # noqa: F401 (re-exported)
+                           ReportConfig, ServeConfig)
 
 CELLS = ("rnn", "gru", "lstm")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 SEED_MAX = 2**63 - 1
+# ModelConfig's regularisers: not the shape, so a fine-tune (--init-from) takes its own.
+REGULARISERS = ("dropout", "locked_dropout", "input_dropout", "weight_drop")
 VAL_CHARS = 120_000     # > tinyshakespeare's validation split (111,539): benchmarks compare
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 
@@ -53,6 +58,18 @@ class ModelConfig:
                              on_resume=False)
     dropout: float = option(0.0, "Dropout between recurrent layers and before the output "
                             "layer.", low=0, high=1, high_open=True, on_resume=False)
+    locked_dropout: bool = option(False, "--dropout before the output layer draws one mask per "
+                                  "stream and chunk, shared by its time steps (variational "
+                                  "dropout), not one per character; between layers it stays "
+                                  "per character.", on_resume=False)
+    input_dropout: float = option(0.0, "Dropout on the character embeddings, one mask per "
+                                  "stream and chunk shared by its time steps (variational "
+                                  "dropout, AWD-LSTM's dropouti).", low=0, high=1,
+                                  high_open=True, on_resume=False)
+    weight_drop: float = option(0.0, "DropConnect on the recurrent weights while training: "
+                                "each chunk zeroes this share of every layer's hidden-to-hidden "
+                                "weights, the rest scaled by 1/(1-p) (AWD-LSTM's weight drop).",
+                                low=0, high=1, high_open=True, on_resume=False)
 
     def validate(self) -> "ModelConfig":
         """Raises OptionError (a CharRNNError) for a value outside its range."""
@@ -69,8 +86,16 @@ class TrainConfig:
                              high=1 << 20)
     seq_len: int = option(128, "Truncated-BPTT length: characters per chunk.", low=1,
                           high=1 << 20)
+    epoch_offset: bool = option(False, "Start every epoch's streams a random number of "
+                                "characters (under --seq-len, from --seed and the epoch) in, so "
+                                "that epochs do not feed the same chunks.", on_resume=False)
     lr: float = option(3e-3, "Peak learning rate.", low=0, low_open=True)
-    min_lr_ratio: float = option(0.1, "Cosine decay ends at lr * this.", low=0, high=1)
+    min_lr_ratio: float = option(0.1, "The decay ends at lr * this.", low=0, high=1)
+    schedule: str = option("cosine", "How the rate decays after the warmup: cosine, linear, "
+                           "or wsd (warmup-stable-decay: flat at the peak, then linear over "
+                           "the last --decay-fraction of the run).", choices=SCHEDULES)
+    decay_fraction: float = option(0.2, "With --schedule wsd: the share of the run, at its end, "
+                                   "over which the rate decays.", low=0, high=1, low_open=True)
     warmup_steps: int = option(50, "Steps of linear warmup.", low=0)
     weight_decay: float = option(0.01, "AdamW weight decay (not on biases and embeddings).",
                                  low=0)
@@ -79,6 +104,11 @@ class TrainConfig:
     beta2: float = option(0.99, "AdamW's second-moment decay rate.", low=0, high=1,
                           high_open=True)
     grad_clip: float = option(1.0, "Gradient-norm clip (0: off).", low=0, aliases=("clip",))
+    ema: float = option(0.0, "Decay of an exponential moving average of the weights (e.g. "
+                        "0.999; 0: off). The average is the model: validation measures it and "
+                        "best/, last/ and snapshots hold it (so do samples and --init-from); "
+                        "trainer_state.pt also keeps the raw weights for --resume.", low=0,
+                        high=1, high_open=True, on_resume=False)
     steps: Optional[int] = option(None, "Stop after this many steps.", low=1)
     epochs: Optional[float] = option(None, "Stop after this many passes over the text.",
                                      low=0, low_open=True)
@@ -100,6 +130,10 @@ class TrainConfig:
     cache_dir: str = option("data/cache", "Where token ids are cached.")
     overwrite: bool = option(False, "Replace the model already in --out.")
     resume: bool = option(False, "Continue the run in --out from its last checkpoint.")
+    head_bias: str = option("default", "The output layer's initial bias for a new model: "
+                            "default: torch's (near zero, all characters alike); unigram: the "
+                            "log frequencies of the training text's characters.",
+                            choices=("default", "unigram"), on_resume=False)
     init_from: Optional[str] = option(None, "Fine-tune: start from this run's best model (or "
                                       "this checkpoint folder) with a fresh optimizer, schedule "
                                       "and step count; the model's shape is its own.",
@@ -172,79 +206,6 @@ class SampleConfig:
 
 
 SampleOptions = SampleConfig     # the name before 0.2
-
-
-@dataclass
-class ReportConfig:
-    """What the HTML report of ``charrnn viz`` (``Model.report``) covers and opens on."""
-    max_chars: int = option(4000, "Characters of the text the report covers; a longer text is "
-                            "cut, with a note.", low=2, high=10_000)
-    layer: Optional[int] = option(None, "Layer the neuron view opens on (default: that of the "
-                                  "unit most correlated with a text property).", low=0)
-    unit: Optional[int] = option(None, "Unit the neuron view opens on.", low=0)
-    state: str = option("auto", "State the neuron view opens on: cell (lstm's c) or hidden "
-                        "(h); auto: that of the first listed unit.",
-                        choices=("auto", "cell", "hidden"))
-    gradient_steps: int = option(50, "How far back the gradient curve reaches: k = 1..this "
-                                 "many characters.", low=1, high=1000)
-
-    def validate(self) -> "ReportConfig":
-        options.check(self)
-        return self
-
-
-@dataclass
-class NoveltyConfig:
-    """Where the memorisation check (``charrnn novelty``, ``sample --novelty``) finds the
-    training text and caches its index."""
-    corpus: Optional[str] = option(None, "The run's training text, when it has moved (default: "
-                                   "the corpus the run recorded, checked against its digest).")
-    cache_dir: str = option("data/cache", "Where token ids and the corpus index are cached.")
-
-    def validate(self) -> "NoveltyConfig":
-        options.check(self)
-        return self
-
-
-@dataclass
-class ServeConfig:
-    """How ``charrnn serve`` serves a model over HTTP (charrnn/serve.py)."""
-    host: str = option("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).")
-    port: int = option(8000, "Port to listen on (0: a free one; the port bound is printed).",
-                       low=0, high=65535)
-    device: str = option("cpu", "Where the model runs (for a few streams the CPU beats a "
-                         "GPU's launch overhead).", choices=DEVICES)
-    precision: str = option("fp32", "Of the sampling step's weights (see charrnn sample).",
-                            choices=("fp32", "bf16"))
-    max_batch: int = option(64, "Samples generated at once, in one batched step; requests "
-                            "beyond wait in the queue.", low=1, high=4096)
-    max_queue: int = option(64, "Requests that may wait for a slot; past it, HTTP 503.",
-                            low=0, high=1 << 20)
-    max_length: int = option(10_000, "Most characters one request may ask for.", low=1,
-                             high=10**9)
-    max_body: int = option(65_536, "Largest request body, in bytes; past it, HTTP 413.",
-                           low=64, high=1 << 30)
-    cors_origin: Optional[str] = option(None, "Let pages of this origin (e.g. "
-                                        "http://localhost:3000) call the API; otherwise "
-                                        "cross-origin requests are refused.")
-
-    def validate(self) -> "ServeConfig":
-        options.check(self)
-        return self
-
-
-@dataclass
-class ExportConfig:
-    """What ``charrnn export`` writes (charrnn/export.py)."""
-    out: Optional[str] = option(None, "Folder to write the exported model to (required).")
-    format: str = option("onnx", "Export format.", choices=("onnx",))
-    force: bool = option(False, "Keep the export even when its parity check fails.")
-
-    def validate(self) -> "ExportConfig":
-        options.check(self)
-        if self.out is None:
-            raise OptionError("out", "must be given (the folder to write)")
-        return self
 
 
 def _known(cls, data: dict) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -78,8 +79,10 @@ def on_new_chars(config: TrainConfig, resuming: bool, tell: bool) -> NewChars:
     return handle
 
 
-def adapted(source: CharRNN, dropout: float, vocab_size: int) -> CharRNN:
-    """A new CharRNN with ``source``'s shape and weights, ``dropout``, and ``vocab_size`` ids
+def adapted(source: CharRNN, dropout: float, vocab_size: int,
+            regularisers: Optional[dict] = None) -> CharRNN:
+    """A new CharRNN with ``source``'s shape and weights, ``dropout`` (and ``regularisers``:
+    values of the ModelConfig fields named in config.REGULARISERS), and ``vocab_size`` ids
     (>= the source's; ids beyond it are the appended characters), on the source's device.
 
     Each new character's embedding row is the mean of the old characters' rows (ids 1..; not
@@ -91,7 +94,8 @@ def adapted(source: CharRNN, dropout: float, vocab_size: int) -> CharRNN:
     old = source.config.vocab_size
     if vocab_size < old:
         raise CharRNNError(f"cannot shrink a vocabulary ({old} -> {vocab_size} ids)")
-    config = dataclasses.replace(source.config, dropout=dropout, vocab_size=vocab_size)
+    config = dataclasses.replace(source.config, vocab_size=vocab_size,
+                                 **{"dropout": dropout, **(regularisers or {})})
     model = CharRNN(config)
     weights = {name: tensor.detach().clone() for name, tensor in source.state_dict().items()}
     added = vocab_size - old

@@ -45,7 +45,8 @@ def take_sample(run: Run) -> dict:
     prime = prime_hint(run)
     options = SampleConfig(length=SAMPLE_CHARS, temperature=SAMPLE_TEMPERATURE,
                            seed=run.config.seed)
-    text = generate(run.model, run.tokenizer, prime, options)[0]
+    with run.average.applied():          # --ema: the model is the average (average.py)
+        text = generate(run.model, run.tokenizer, prime, options)[0]
     run.model.train()                    # generate() put it in eval mode
     val_loss = run.state.val_loss
     return {"step": run.state.step,

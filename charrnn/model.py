@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,8 +56,31 @@ class CharRNN(nn.Module):
                 ) -> tuple[torch.Tensor, Hidden]:
         """ids [batch, time] int64 -> logits [batch, time, vocab] (float), hidden state after
         the last step. ``hidden=None`` starts from zeros."""
-        outputs, hidden = self.rnn(self.embed(ids), hidden)
-        return self.head(self.drop(outputs)), hidden
+        config = self.config
+        inputs = _locked(self.embed(ids), config.input_dropout, self.training)
+        outputs, hidden = self._recurrent(inputs, hidden)
+        outputs = _locked(outputs, config.dropout, self.training) if config.locked_dropout \
+            else self.drop(outputs)
+        return self.head(outputs), hidden
+
+    def _recurrent(self, x: torch.Tensor, hidden: Optional[Hidden]) -> tuple[torch.Tensor, Hidden]:
+        # With weight drop while training: the same fused kernel, on the masked weights
+        # (functional_call swaps them in for this call), never a per-step Python loop.
+        if not (self.training and self.config.weight_drop > 0):
+            return self.rnn(x, hidden)
+        return torch.func.functional_call(self.rnn, self.dropped_weights(), (x, hidden))
+
+    def dropped_weights(self) -> dict[str, torch.Tensor]:
+        """DropConnect (Wan et al. 2013) on the recurrent weights, AWD-LSTM's weight drop
+        (Merity et al. 2017, "Regularizing and Optimizing LSTM Language Models"): for every
+        layer k, ``{"weight_hh_lk": weight_hh_lk * mask / (1 - p)}`` with p = weight_drop and
+        a fresh Bernoulli(1 - p) mask [gates*hidden, hidden] from torch's global generator.
+        ``forward`` draws them once per call (per chunk) in training mode; their expectation
+        is the plain weight, which evaluation, ``step`` and sampling use as it is. Gradients
+        reach weight_hh through the mask. p is rounded to a multiple of 1/32768."""
+        weights = [getattr(self.rnn, f"weight_hh_l{k}") for k in range(self.config.layers)]
+        return {f"weight_hh_l{k}": w * _keep_mask(w, self.config.weight_drop)
+                for k, w in enumerate(weights)}
 
     def init_hidden(self, batch: int, device: Optional[torch.device] = None) -> Hidden:
         """The zero state for ``batch`` streams, on the model's device unless given."""
@@ -117,6 +141,32 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def _locked(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Variational ("locked") dropout (Gal and Ghahramani 2016; AWD-LSTM's LockedDropout) on
+    x [batch, time, features]: one mask per stream [batch, 1, features], the same at every
+    time step, kept entries scaled by 1/(1-p) (in float32, whatever x's dtype). x itself
+    when not training or p is 0 (then no random number is drawn)."""
+    if not training or p == 0:
+        return x
+    mask = torch.empty(x.shape[0], 1, x.shape[2], device=x.device).bernoulli_(1 - p)
+    return x * mask.div_(1 - p)
+
+
+def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """A mask shaped and typed like ``like``: each entry 0 with probability p (to 1/32768) or
+    else 1/(1-p), independently, from torch's global generator (so --resume repeats it).
+
+    Two entries per 32-bit draw: torch's int32 ``random_()`` gives 31 random bits; masked to
+    two 15-bit halves, each read as an int16 uniform over [0, 32767]. F.dropout draws one
+    Bernoulli number per entry: 3-4x the cost on a CPU, where a 3072x768 mask would take a
+    noticeable part of a training step."""
+    cut = min(round(p * 32768), 32767)
+    size = like.numel()
+    draws = torch.empty((size + 1) // 2, dtype=torch.int32, device=like.device).random_()
+    keep = draws.bitwise_and_(0x7FFF7FFF).view(torch.int16)[:size] >= cut
+    return keep.view(like.shape).to(like.dtype).mul_(32768 / (32768 - cut))
+
+
 def _gru_cell(from_input: torch.Tensor, from_state: torch.Tensor, h: torch.Tensor
               ) -> torch.Tensor:
     """nn.GRU's update: r = sigmoid(..), z = sigmoid(..), n = tanh(W_in x + b_in + r * (W_hn h +
@@ -134,6 +184,22 @@ def _lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torc
     i, f, g, o = gates.chunk(4, 1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def unigram_head_bias(model: CharRNN, ids: np.ndarray, block: int = 1 << 24) -> None:
+    """Set ``model.head.bias`` [vocab] to the log of the add-one smoothed frequencies of the
+    token ids ``ids`` (any int array, a memmap too: counted ``block`` ids at a time), so that
+    an untrained model, whose output weights are small, starts near the text's unigram
+    distribution rather than the uniform one (loss near the unigram entropy, not ln(vocab)).
+    Raises ValueError for an id outside [0, vocab)."""
+    vocab = model.config.vocab_size
+    counts = np.ones(vocab, dtype=np.float64)
+    for start in range(0, len(ids), block):
+        counts += np.bincount(np.asarray(ids[start:start + block]), minlength=vocab)[:vocab]
+    if counts.shape[0] != vocab or len(ids) + vocab != int(counts.sum()):
+        raise ValueError(f"ids outside [0, {vocab})")
+    with torch.no_grad():
+        model.head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
 
 
 # The hidden-state helpers: every tuple-vs-tensor decision lives here.

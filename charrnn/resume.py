@@ -62,13 +62,16 @@ def restore_rng(state: dict) -> None:
 
 
 def trainer_state(optimizer: torch.optim.Optimizer, state: LoopState,
-                  hidden: Optional[Hidden], rng_ranks: Optional[list] = None) -> dict:
-    """The contents of trainer_state.pt (tensors and plain containers only)."""
+                  hidden: Optional[Hidden], rng_ranks: Optional[list] = None,
+                  average: Optional[dict] = None) -> dict:
+    """The contents of trainer_state.pt (tensors and plain containers only); ``average``
+    (with --ema, WeightAverage.state: the raw weights and their average) goes in as it is."""
     saved = {"optimizer": optimizer.state_dict(), "loop": state.to_dict(), "rng": rng_state()}
     if hidden is not None:
         saved["hidden"] = hidden_parts(hidden)
     if rng_ranks is not None:
         saved["rng_ranks"] = rng_ranks
+    saved.update(average or {})
     return saved
 
 

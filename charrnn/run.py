@@ -15,16 +15,17 @@ import numpy as np
 import torch
 
 from . import distributed, memory
+from .average import WeightAverage
 from .cache import NewChars, cached_digest, load_ids
 from .checkpoint import load_checkpoint, load_trainer_state, read_config
-from .config import TrainConfig
+from .config import REGULARISERS, TrainConfig
 from .corpus import Corpus
 from .deadline import command_start
 from .device import warn_if_bf16_is_emulated
 from .errors import CharRNNError, note
 from .evaluate import eval_streams
 from .finetune import adapted, check_source, load_source, on_new_chars
-from .model import CharRNN, hidden_batch
+from .model import CharRNN, hidden_batch, unigram_head_bias
 from .resume import LoopState, restore_rng, resumed_state
 from .runfolder import RunFolder
 from .streams import Streams, split_train_val
@@ -46,6 +47,7 @@ class Run:
     streams: Streams               # training: this process's rows
     val_streams: Streams           # validation: the whole held-out text, on every process
     state: LoopState
+    average: WeightAverage         # --ema: the weights' moving average (average.py)
     started: float = 0.0           # the command's start, time.monotonic() (deadline.py)
 
 
@@ -97,7 +99,8 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
                                            _sharing(ctx, device)), True)
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
     folder.corpus_record = corpus_record(corpus, ids)    # what novelty checks find it by
-    streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size)
+    streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size,
+                      shift_seed=config.seed if config.epoch_offset else None)
     val_streams = _validation(val_ids, config)
 
     if resume_from is None:
@@ -105,20 +108,24 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
         config.model.vocab_size = tokenizer.vocab_size
         if model is None:
             model = CharRNN(config.model).to(device)
+            if config.head_bias == "unigram":
+                unigram_head_bias(model, train_ids)
         else:                            # fine-tune: the source's shape, grown vocabulary
-            model = adapted(model, config.model.dropout, tokenizer.vocab_size)
+            model = adapted(model, config.model.dropout, tokenizer.vocab_size,
+                            {name: getattr(config.model, name) for name in REGULARISERS})
             config.model = model.config
         if ctx.rank > 0:
             torch.manual_seed(config.seed + ctx.rank)   # same weights, own dropout masks
     else:
         config.model = model.config
         _resumed_layout(saved, state, resume_from, streams, len(train_ids), ctx)
-    optimizer = make_optimizer(model, config, device)
+    optimizer, average = make_optimizer(model, config, device), WeightAverage(model, config.ema)
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
+        average.restore(saved)           # the raw weights (last/ held the average) and it
     folder.start(config.overwrite, state.step if resume_from is not None else None)
     return Run(corpus, config, device, ctx, folder, tokenizer, model, ctx.wrap(model, device),
-               optimizer, streams, val_streams, state)
+               optimizer, streams, val_streams, state, average)
 
 
 def corpus_record(corpus: str, ids: np.ndarray) -> dict:

@@ -16,15 +16,21 @@ import torch
 from .evaluate import LN2, evaluate
 from .run import Run
 from .resume import rng_state, trainer_state
-from .schedule import learning_rate, planned_steps, progress
+from .schedule import planned_steps, progress, scheduled_rate
 
 LIMITS = ("steps", "epochs", "time", "early-stop")   # stop reasons that end with a validation
 
 
 def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dict:
     """Validate, append to metrics.jsonl, save ``best`` if it is the best yet, and ``last``;
-    count the evaluations since the best (--early-stop). The record written. Raises
-    CharRNNError (on every process) when training diverged or the folder cannot be written."""
+    count the evaluations since the best (--early-stop). With --ema all of it on the average
+    (average.py's rule). The record written. Raises CharRNNError (on every process) when
+    training diverged or the folder cannot be written."""
+    with run.average.applied():
+        return _validate_and_save(run, train_loss, chars_per_sec)
+
+
+def _validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dict:
     state, ctx = run.state, run.ctx
     state.val_loss = ctx.broadcast(evaluate(run.model, run.val_streams, run.device))
     run.model.train()
@@ -48,11 +54,14 @@ def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dict
 
 def save_last(run: Run, record: dict, name: str = "last") -> None:
     """Save ``last`` (or the snapshot ``name``) with everything --resume needs (every
-    process's hidden rows and RNG). Raises CharRNNError as ``validate_and_save`` does."""
-    last = last_state(run)
-    with run.ctx.deferred():
-        run.folder.save(name, run.model, run.tokenizer, run.config,
-                        {**record, "best_val_loss": run.state.best_val_loss}, run.corpus, last)
+    process's hidden rows and RNG); with --ema, the average as the model. Raises CharRNNError
+    as ``validate_and_save`` does."""
+    with run.average.applied():
+        last = last_state(run)
+        with run.ctx.deferred():
+            run.folder.save(name, run.model, run.tokenizer, run.config,
+                            {**record, "best_val_loss": run.state.best_val_loss}, run.corpus,
+                            last)
 
 
 def finish(run: Run, stopped_by: str, losses, chars_per_sec: float, skip_validation: bool
@@ -75,7 +84,7 @@ def last_state(run: Run) -> dict:
     check_weights(run)      # never write a broken model over a good one
     hidden = run.ctx.gather_rows(run.state.hidden)
     rng_ranks = run.ctx.gather(rng_state()) if run.ctx.enabled else None
-    return trainer_state(run.optimizer, run.state, hidden, rng_ranks)
+    return trainer_state(run.optimizer, run.state, hidden, rng_ranks, run.average.state())
 
 
 def metrics(run: Run, train_loss: Optional[float] = None, chars_per_sec: float = 0.0) -> dict:
@@ -91,8 +100,7 @@ def metrics(run: Run, train_loss: Optional[float] = None, chars_per_sec: float =
     return {"step": state.step, "epoch": round(state.step / run.streams.num_chunks, 4),
             "elapsed": round(state.elapsed, 2), "train_loss": round(train_loss, 5),
             "val_loss": round(state.val_loss, 5), "val_bpc": round(state.val_loss / LN2, 5),
-            "lr": learning_rate(state.step, done, config.lr, config.warmup_steps,
-                                config.min_lr_ratio),
+            "lr": scheduled_rate(config, state.step, done),
             "chars_per_sec": round(chars_per_sec, 1)}
 
 

@@ -30,7 +30,7 @@ from .model import detach
 from .progress import Bar, LossMeter, Speed
 from .run import Run, prepare
 from .saving import finish, kept, validate_and_save
-from .schedule import learning_rate, planned_steps, progress
+from .schedule import planned_steps, progress, scheduled_rate
 from .signals import stop_on_signals
 
 Callback = Callable[[int, dict], bool]
@@ -116,15 +116,13 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
             if stopped_by:
                 break
             # The learning rate for this step, from the fraction of the run done.
-            done = progress(state.step, state.elapsed, total_steps, config.time_limit)
-            lr = learning_rate(state.step, done, config.lr, config.warmup_steps,
-                               config.min_lr_ratio)
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
-            # The next chunk of every stream; a new epoch starts the streams from zeros.
+            _set_rate(run, total_steps)
+            # The next chunk of every stream; a new epoch starts the streams from zeros (and,
+            # with --epoch-offset, a random shift in).
             if state.next_chunk >= run.streams.num_chunks:
                 state.next_chunk, state.epoch, state.hidden = 0, state.epoch + 1, None
-            inputs, targets = _to_device(run.streams.chunk(state.next_chunk), run.device)
+            inputs, targets = _to_device(run.streams.chunk(state.next_chunk, state.epoch),
+                                         run.device)
             # Forward, backward, clip, step; the hidden state carries on without its graph.
             with autocast(run.device, config.precision):
                 logits, hidden = run.net(inputs, state.hidden)
@@ -136,6 +134,7 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
             run.optimizer.step()
             state.hidden = detach(hidden)
             state.step, state.next_chunk = state.step + 1, state.next_chunk + 1
+            run.average.update(state.step)       # --ema: the weights' moving average
             last_loss = losses.add(ctx.all_reduce_mean(loss.detach()))
             if not math.isfinite(last_loss):
                 ctx.raise_everywhere(f"loss became {last_loss} at step {state.step}: lower "
@@ -156,6 +155,15 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
     finish(run, stopped_by, losses, speed.value, deadline.skips(stopped_by))
     bar.close()
     return _result(run, stopped_by)
+
+
+def _set_rate(run: Run, total_steps: Optional[int]) -> None:
+    """Set the optimizer's rate for step ``run.state.step`` (schedule.py)."""
+    config, state = run.config, run.state
+    done = progress(state.step, state.elapsed, total_steps, config.time_limit)
+    lr = scheduled_rate(config, state.step, done)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _result(run: Run, stopped_by: str) -> TrainResult:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .checkpoint import saved_train_config
-from .config import ModelConfig, TrainConfig
+from .config import REGULARISERS, ModelConfig, TrainConfig
 from .corpus import Corpus
 from .device import cpu_has_native_bf16, resolve_device
 from .errors import CharRNNError, OptionError, note
@@ -104,10 +104,11 @@ def _check_fine_tune(given: dict, resume: bool) -> None:
         raise CharRNNError("--init-from starts a new run from another model and --resume "
                            "continues this one: drop one of them")
     shape = [item.name for item in declared(ModelConfig)
-             if item.spec.cli and item.name != "dropout" and item.name in given]
+             if item.spec.cli and item.name not in REGULARISERS and item.name in given]
     if shape:
         raise OptionError(shape[0], "comes from the --init-from model (its shape cannot "
-                                    "change): drop it; dropout and the training settings can")
+                                    "change): drop it; dropout (and the other regularisers) "
+                                    "and the training settings can")
 
 
 def auto_preset(corpus: str, given: dict) -> Resolved:

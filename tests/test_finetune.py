@@ -199,3 +199,12 @@ def test_a_fine_tune_on_cuda_samples_and_snapshots(source, german, tmp_path):
     assert [s["step"] for s in samples] == [4, 8]
     model = charrnn.load(tmp_path / "ft" / "step-000008", device="cpu")
     assert model.tokenizer.vocab_size > charrnn.load(source).tokenizer.vocab_size
+
+
+def test_a_fine_tune_takes_its_own_regularisers_and_the_source_shape(source, german, tmp_path):
+    config = train_config(str(german), str(tmp_path / "ft"), "tiny", init_from=str(source),
+                          weight_drop=0.25, dropout=0.1, steps=2, eval_interval=2,
+                          cache_dir=str(tmp_path / "cache"), progress=False)
+    train_run(str(german), config)
+    saved = json.loads((tmp_path / "ft" / "last" / "config.json").read_text())["model"]
+    assert (saved["weight_drop"], saved["dropout"], saved["hidden_size"]) == (0.25, 0.1, 32)

@@ -1,8 +1,11 @@
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
 from charrnn import CharRNN, ModelConfig
-from charrnn.model import hidden_from_parts, hidden_parts
+from charrnn.model import hidden_from_parts, hidden_parts, unigram_head_bias
 
 
 def test_vanilla_rnn_matches_the_seed_formula_by_hand():
@@ -114,3 +117,130 @@ def test_step_rejects_a_hidden_state_of_another_shape():
         model.step(torch.tensor([1]), model.init_hidden(3))
     with pytest.raises(ValueError, match=r"gru hidden state must be a tensor"):
         _model("gru").step(torch.tensor([1]), model.init_hidden(1))
+
+
+def _dropping(cell, p=0.4, layers=2, hidden=16):
+    torch.manual_seed(0)
+    return CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=layers, hidden_size=hidden,
+                               embed_size=8, weight_drop=p)).train()
+
+
+def _with_weights(model, weights):
+    """A copy of ``model`` without weight drop whose recurrent weights are ``weights``."""
+    copy = CharRNN(dataclasses.replace(model.config, weight_drop=0.0))
+    copy.load_state_dict({**model.state_dict(), **{f"rnn.{k}": v for k, v in weights.items()}})
+    return copy.train(model.training)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_weight_drop_is_forward_with_the_masked_weights_substituted(cell):
+    model, ids = _dropping(cell), torch.randint(0, 11, (3, 9))
+    torch.manual_seed(5)
+    masked = model.dropped_weights()
+    torch.manual_seed(5)
+    logits, hidden = model(ids)
+    expected, expected_hidden = _with_weights(model, masked)(ids)
+    assert torch.equal(logits, expected)
+    assert all(torch.equal(a, b) for a, b in zip(hidden_parts(hidden),
+                                                  hidden_parts(expected_hidden)))
+    # Every layer's mask is its own, and the next call (the next chunk) draws new ones.
+    assert not torch.equal(masked["weight_hh_l0"] == 0, masked["weight_hh_l1"] == 0)
+    assert not torch.equal(model(ids)[0], logits)
+
+
+@pytest.mark.parametrize("p", [0.25, 0.3, 0.9])
+def test_weight_drop_masks_are_bernoulli_and_scaled_to_keep_the_expectation(p):
+    model = _dropping("lstm", p=p, layers=1, hidden=64)
+    weight = model.rnn.weight_hh_l0
+    masked = model.dropped_weights()["weight_hh_l0"]
+    dropped = masked == 0
+    # (p is honoured to 1/32768: 0.25 exactly)
+    assert torch.allclose(masked[~dropped], weight[~dropped] / (1 - p), rtol=0.5 / 32768 / (1 - p),
+                          atol=0)
+    for entries in (dropped.flatten()[0::2], dropped.flatten()[1::2], dropped):
+        n = entries.numel()        # the dropped count is Binomial(n, p): within 5 sd
+        assert abs(int(entries.sum()) - n * p) < 5 * (n * p * (1 - p)) ** 0.5
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_weight_drop_trains_weight_hh_through_the_mask_under_bf16_autocast(cell):
+    model, ids = _dropping(cell), torch.randint(0, 11, (3, 9))
+    torch.manual_seed(7)
+    masked = model.dropped_weights()
+    torch.manual_seed(7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(ids)
+    assert logits.dtype == torch.bfloat16
+    logits.float().sum().backward()
+    for name, weights in masked.items():
+        grad = getattr(model.rnn, name).grad
+        assert torch.all(grad[weights == 0] == 0)          # a dropped weight learns nothing
+        assert torch.count_nonzero(grad[weights != 0]) > 0.9 * int((weights != 0).sum())
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_weight_drop_changes_nothing_in_eval_mode_and_step(cell):
+    model, ids = _dropping(cell).eval(), torch.randint(0, 11, (2, 6))
+    plain = _with_weights(model, {})
+    before = torch.get_rng_state()
+    with torch.no_grad():
+        assert torch.equal(model(ids)[0], plain(ids)[0])
+        hidden = model.init_hidden(2)
+        assert torch.equal(model.step(ids[:, 0], hidden)[0], plain.step(ids[:, 0], hidden)[0])
+    assert torch.equal(torch.get_rng_state(), before)       # no mask was drawn
+
+
+def test_unigram_head_bias_is_the_log_smoothed_frequencies_and_the_loss_their_entropy():
+    ids = np.array([0, 1, 1, 2, 2, 2, 2, 4, 4, 1] * 7, dtype=np.uint16)
+    model = _model("lstm", vocab=6)
+    unigram_head_bias(model, ids, block=8)          # counted in blocks, a memmap's way
+    counts = np.array([7, 21, 28, 0, 14, 0]) + 1.0
+    expected = np.log(counts / counts.sum())
+    assert torch.allclose(model.head.bias.double(), torch.from_numpy(expected), atol=1e-6)
+    with torch.no_grad():                 # with no output weights the model is the unigram
+        model.head.weight.zero_()
+        logits, _ = model(torch.from_numpy(ids[None, :-1].astype(np.int64)))
+    loss = torch.nn.functional.cross_entropy(logits[0], torch.from_numpy(ids[1:].astype(np.int64)))
+    entropy = -np.mean(expected[ids[1:]])           # the text's cross-entropy under the unigram
+    assert float(loss) == pytest.approx(entropy, abs=1e-6)
+    with pytest.raises(ValueError, match=r"ids outside \[0, 6\)"):
+        unigram_head_bias(model, np.array([1, 6]))
+
+
+def _captured(model, ids):
+    """The inputs of the recurrent layers and of the output layer in one forward call."""
+    seen = {}
+    hooks = [model.rnn.register_forward_hook(lambda m, a, out: seen.update(rnn=a[0])),
+             model.head.register_forward_hook(lambda m, a, out: seen.update(head=a[0]))]
+    with torch.no_grad():
+        model(ids)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("where", ["rnn", "head"])
+def test_locked_dropout_shares_one_mask_across_the_time_steps_of_a_chunk(cell, where):
+    torch.manual_seed(0)
+    p = 0.4
+    options = dict(input_dropout=p) if where == "rnn" else dict(dropout=p, locked_dropout=True)
+    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=1, hidden_size=32,
+                                embed_size=24, **options))
+    ids = torch.randint(0, 11, (16, 9))
+    plain, dropped = _captured(model.eval(), ids)[where], _captured(model.train(), ids)[where]
+    kept = dropped != 0                              # [batch, time, features]
+    assert torch.equal(kept, kept[:, :1].expand_as(kept))           # the same at every step
+    assert torch.allclose(dropped[kept], plain[kept] / (1 - p), rtol=1e-5, atol=1e-6)
+    n = kept[:, 0].numel()                           # Binomial(n, p) dropped: within 5 sd
+    assert abs(int((~kept[:, 0]).sum()) - n * p) < 5 * (n * p * (1 - p)) ** 0.5
+    with torch.no_grad():
+        assert torch.equal(model.eval()(ids)[0], model(ids)[0])      # eval: no dropout
+
+
+def test_without_locked_dropout_the_output_masks_differ_per_time_step():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, cell="lstm", layers=1, hidden_size=32,
+                                embed_size=8, dropout=0.5)).train()
+    kept = _captured(model, torch.randint(0, 11, (16, 9)))["head"] != 0
+    assert not torch.equal(kept, kept[:, :1].expand_as(kept))

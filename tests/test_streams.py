@@ -44,3 +44,35 @@ def test_tail_chunk_covers_every_character_for_evaluation():
 def test_text_shorter_than_one_batch_is_a_clear_error():
     with pytest.raises(CharRNNError, match="too short"):
         Streams(np.arange(100), batch_size=8, seq_len=32)
+
+
+def test_without_a_shift_seed_every_epoch_cuts_the_same_chunks():
+    streams = Streams(np.arange(1001), batch_size=4, seq_len=10)
+    assert {streams.shift(epoch) for epoch in range(20)} == {0}
+    assert (streams.chunk(3, epoch=7)[0] == streams.chunk(3)[0]).all()
+
+
+@pytest.mark.parametrize("length", [1001, 1037, 83])
+def test_epoch_offset_shifts_each_epoch_by_a_seeded_amount_under_seq_len(length):
+    ids = np.arange(length)
+    streams = Streams(ids, batch_size=4, seq_len=10, shift_seed=5)
+    stream_len = (length - 1) // 4
+    assert streams.num_chunks == max(1, (stream_len - 9) // 10)
+    shifts = [streams.shift(epoch) for epoch in range(40)]
+    assert all(0 <= s < 10 for s in shifts) and len(set(shifts)) > 1
+    assert shifts == [Streams(ids, 4, 10, shift_seed=5).shift(e) for e in range(40)]
+    assert shifts != [Streams(ids, 4, 10, shift_seed=6).shift(e) for e in range(40)]
+    for epoch, shift in enumerate(shifts[:8]):
+        for i in range(streams.num_chunks):     # every chunk whole, the stream read in order
+            inputs, targets = streams.chunk(i, epoch)
+            assert inputs.shape == (4, 10) and (targets == inputs + 1).all()
+            assert inputs[:, 0].tolist() == [r * stream_len + shift + i * 10 for r in range(4)]
+
+
+def test_ranks_agree_on_the_shift():
+    ids = np.arange(5000)
+    whole = Streams(ids, batch_size=4, seq_len=8, shift_seed=1)
+    parts = [Streams(ids, 2, 8, rank=r, world_size=2, shift_seed=1) for r in range(2)]
+    for epoch in range(5):
+        joined = np.concatenate([p.chunk(2, epoch)[0].numpy() for p in parts])
+        assert (joined == whole.chunk(2, epoch)[0].numpy()).all()

@@ -1,6 +1,8 @@
+import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -8,7 +10,7 @@ from safetensors.torch import load_file
 import charrnn
 from charrnn import CharRNNError
 from charrnn.api import train_run
-from conftest import tiny_config
+from conftest import make_corpus, tiny_config
 
 
 def weights(folder):
@@ -31,10 +33,20 @@ def test_same_seed_gives_the_same_weights(corpus, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(corpus, tmp_path):
+# The regularised run crosses epochs (a short text) with every training option of #12 on.
+REGULARISED = dict(ema=0.9, epoch_offset=True, schedule="wsd", head_bias="unigram",
+                   model=dict(weight_drop=0.3, locked_dropout=True, input_dropout=0.2))
+
+
+@pytest.mark.parametrize("options", [{}, REGULARISED], ids=["plain", "regularised"])
+def test_interrupted_then_resumed_equals_uninterrupted(options, corpus, tmp_path):
     config = dict(steps=24, eval_interval=8, model=charrnn.preset("tiny").model)
     config["model"].dropout = 0.1  # dropout needs the RNG state restored, too
     config["model"].layers = 2
+    if options:
+        make_corpus(corpus, chars=3000)
+        config.update({k: v for k, v in options.items() if k != "model"})
+        config["model"] = dataclasses.replace(config["model"], **options["model"])
     train_run(str(corpus), tiny_config(tmp_path / "straight", **config))
     stopped = train_run(str(corpus), tiny_config(tmp_path / "split", **config),
                         callback=lambda step, metrics: step == 11)
@@ -42,6 +54,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(corpus, tmp_path):
     train_run(str(corpus), tiny_config(tmp_path / "split", resume=True, **config))
     a, b = weights(tmp_path / "straight" / "last"), weights(tmp_path / "split" / "last")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = [torch.load(tmp_path / run / "last" / "trainer_state.pt", weights_only=True)
+            for run in ("straight", "split")]
+    assert a.keys() == b.keys() and ("ema" in a) == ("ema" in options)
+    for name in ("weights", "ema"):          # --ema: the raw weights and the average
+        assert all(torch.equal(a[name][k], b[name][k]) for k in a.get(name, {}))
     metrics = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("straight", "split")]
     strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k not in ("elapsed", "chars_per_sec")}
                            for l in lines]
@@ -103,3 +120,18 @@ def test_resume_on_a_finished_run_says_so_and_changes_nothing(corpus, tmp_path):
         train_run(str(corpus), tiny_config(tmp_path / "run", steps=12, resume=True))
     after = weights(tmp_path / "run" / "last")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_head_bias_unigram_starts_a_new_model_at_the_training_texts_frequencies(corpus, tmp_path):
+    options = dict(steps=1, eval_interval=1, lr=1e-12)
+    train_run(str(corpus), tiny_config(tmp_path / "plain", **options))
+    train_run(str(corpus), tiny_config(tmp_path / "unigram", head_bias="unigram", **options))
+    plain, unigram = weights(tmp_path / "plain" / "last"), weights(tmp_path / "unigram" / "last")
+    for name in plain.keys() - {"head.bias"}:     # the rest as a default run's (lr ~ 0)
+        torch.testing.assert_close(plain[name], unigram[name], rtol=0, atol=1e-9)
+    model = charrnn.load(tmp_path / "unigram")
+    text = corpus.read_text(encoding="utf-8")
+    train = model.tokenizer.encode(text[:len(text) - int(len(text) * 0.1)])
+    counts = np.bincount(train, minlength=model.tokenizer.vocab_size) + 1.0
+    expected = torch.from_numpy(np.log(counts / counts.sum())).float()
+    torch.testing.assert_close(unigram["head.bias"], expected, rtol=0, atol=1e-6)
