@@ -196,7 +196,7 @@ def unigram_head_bias(model: CharRNN, ids: np.ndarray, block: int = 1 << 24) -> 
     counts = np.ones(vocab, dtype=np.float64)
     for start in range(0, len(ids), block):
         counts += np.bincount(np.asarray(ids[start:start + block]), minlength=vocab)[:vocab]
-    if counts.shape[0] != vocab or len(ids) + vocab != int(counts.sum()):
+    if len(ids) + vocab != int(counts.sum()):     # ids >= vocab fell outside the [:vocab] cut
         raise ValueError(f"ids outside [0, {vocab})")
     with torch.no_grad():
         model.head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())))
