@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from . import files
 from .config import ModelConfig, TrainConfig
@@ -63,7 +63,9 @@ def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, conf
         with files.atomic_folder(Path(folder)) as tmp:
             files.write_bytes(tmp / "config.json", json.dumps(config, indent=2).encode())
             weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-            save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
+            # (serialised here and written by open(): safetensors' save_file creates the file
+            # readable by its owner alone, 0600, whatever the umask says)
+            files.write_bytes(tmp / "model.safetensors", save(weights, metadata={"format": "pt"}))
             tokenizer.save(tmp / "tokenizer.json")
             if trainer_state is not None:
                 torch.save(trainer_state, tmp / STATE_FILE)

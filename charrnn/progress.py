@@ -58,15 +58,19 @@ class Speed:
 
     def __init__(self, chars_per_step: int):
         self.chars_per_step, self.value = chars_per_step, 0.0
-        self.start, self.steps = time.monotonic(), 0
+        self.start, self.steps, self.windows = time.monotonic(), 0, 0
 
     def tick(self) -> float:
-        """Count one step; the latest speed in characters per second (0 in the first second)."""
+        """Count one step; the latest speed in characters per second: over the last full
+        window, or, until a first window is full, over the time so far (so a run shorter than
+        a second does not report 0)."""
         self.steps += 1
         now = time.monotonic()
-        if now - self.start >= 1.0:
-            self.value = self.steps * self.chars_per_step / (now - self.start)
-            self.start, self.steps = now, 0
+        elapsed = now - self.start
+        if elapsed >= 1.0 or (not self.windows and elapsed > 0):
+            self.value = self.steps * self.chars_per_step / elapsed
+        if elapsed >= 1.0:
+            self.start, self.steps, self.windows = now, 0, self.windows + 1
         return self.value
 
 

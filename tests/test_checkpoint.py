@@ -85,3 +85,15 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
         charrnn.load(tmp_path / "other.pt")
     with pytest.raises(CharRNNError, match="no charrnn checkpoint"):
         charrnn.load(tmp_path)
+
+
+def test_checkpoint_files_follow_the_umask_like_any_file(trained, tmp_path):
+    # safetensors' own save_file would create model.safetensors readable by its owner alone
+    model, tokenizer, _ = load_checkpoint(trained)
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "ckpt", model, tokenizer, {"metrics": {}})
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "tokenizer.json": 0o644}

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from charrnn import progress
 from charrnn.progress import LOSS_READ_EVERY, LossMeter
 from charrnn.resume import LoopState
 
@@ -45,3 +46,14 @@ def test_a_mean_survives_a_resume_through_the_loop_state():
     _feed(again, resumed, [3.0])
     assert again.take_mean() == pytest.approx(3.0)
     assert math.isnan(LossMeter(LoopState(), torch.device("cpu")).last)
+
+
+def test_speed_is_the_rate_so_far_until_a_window_is_full_then_per_window(monkeypatch):
+    clock = iter([0.0, 0.25, 0.5, 1.0, 1.5, 3.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    speed = progress.Speed(chars_per_step=100)
+    assert speed.tick() == 400.0      # a run shorter than a second: 1 step in 0.25 s, not 0
+    assert speed.tick() == 400.0      # 2 steps in 0.5 s
+    assert speed.tick() == 300.0      # the first full window: 3 steps in 1 s; a new window
+    assert speed.tick() == 300.0      # within the second window: the last full one stands
+    assert speed.tick() == 100.0      # 2 steps in 2 s
