@@ -244,3 +244,18 @@ def test_without_locked_dropout_the_output_masks_differ_per_time_step():
                                 embed_size=8, dropout=0.5)).train()
     kept = _captured(model, torch.randint(0, 11, (16, 9)))["head"] != 0
     assert not torch.equal(kept, kept[:, :1].expand_as(kept))
+
+
+@pytest.mark.parametrize("p", [0.25, 0.6])
+def test_output_dropout_zeroes_a_fraction_p_and_scales_the_rest_in_training_only(p):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, cell="lstm", layers=1, hidden_size=64,
+                                embed_size=8, dropout=p))
+    ids = torch.randint(0, 11, (32, 20))
+    outputs = model.rnn(model.embed(ids))[0]           # what the head sees without dropout
+    seen = _captured(model.train(), ids)["head"]
+    dropped = seen == 0
+    n = dropped.numel()          # the dropped count is Binomial(n, p): within 5 sd
+    assert abs(int(dropped.sum()) - n * p) < 5 * (n * p * (1 - p)) ** 0.5
+    assert torch.allclose(seen[~dropped], outputs[~dropped] / (1 - p), rtol=1e-4)
+    assert torch.equal(_captured(model.eval(), ids)["head"], outputs)
