@@ -143,8 +143,8 @@ class CharRNN(nn.Module):
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Dropout (Srivastava et al. 2014) on x (any shape): each entry zeroed with probability p
     (to 1/32768), the rest scaled by 1/(1-p), in x's dtype as F.dropout does. x itself when not
-    training or p is 0. The mask comes from ``_keep_mask``: F.dropout's Bernoulli draw took
-    about a fifth of a cpu-10m training step on a CPU (bench/TRIED.md)."""
+    training or p is 0. The mask comes from ``_keep_mask``: with F.dropout's Bernoulli draw a
+    cpu-10m training step on 2 CPU cores took 13-17 ms longer (bench/TRIED.md, round four)."""
     if not training or p == 0:
         return x
     return x * _keep_mask(x, p)
