@@ -135,6 +135,12 @@ def read_config(folder: Path) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CharRNNError(f"checkpoint {folder} has format version {version}, newer than this "
                            f"charrnn reads ({FORMAT_VERSION}): upgrade charrnn")
+    # Saved before charrnn drew its own dropout mask: the run keeps F.dropout's, so that
+    # --resume goes on bit for bit.
+    train = config.get("train")
+    for model in (config.get("model"), train.get("model") if isinstance(train, dict) else None):
+        if isinstance(model, dict):
+            model.setdefault("dropout_mask", "bernoulli")
     return config
 
 

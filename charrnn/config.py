@@ -66,6 +66,12 @@ class ModelConfig:
                                   "stream and chunk shared by its time steps (variational "
                                   "dropout, AWD-LSTM's dropouti).", low=0, high=1,
                                   high_open=True, on_resume=False)
+    dropout_mask: str = option("paired", "How --dropout draws its mask before the output "
+                               "layer: paired (two entries from each 32-bit random number, "
+                               "about a third of F.dropout's time on a CPU) or bernoulli "
+                               "(F.dropout, as charrnn 0.1 did; runs saved before this option "
+                               "resume with it, bit for bit).", choices=("paired", "bernoulli"),
+                               on_resume=False, cli=False)
     weight_drop: float = option(0.0, "DropConnect on the recurrent weights while training: "
                                 "each chunk zeroes this share of every layer's hidden-to-hidden "
                                 "weights, the rest scaled by 1/(1-p) (AWD-LSTM's weight drop).",

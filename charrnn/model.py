@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -59,7 +60,7 @@ class CharRNN(nn.Module):
         inputs = _locked(self.embed(ids), config.input_dropout, self.training)
         outputs, hidden = self._recurrent(inputs, hidden)
         outputs = _locked(outputs, config.dropout, self.training) if config.locked_dropout \
-            else _dropout(outputs, config.dropout, self.training)
+            else _dropout(outputs, config.dropout, self.training, config.dropout_mask)
         return self.head(outputs), hidden
 
     def _recurrent(self, x: torch.Tensor, hidden: Optional[Hidden]) -> tuple[torch.Tensor, Hidden]:
@@ -140,13 +141,16 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Dropout (Srivastava et al. 2014) on x (any shape): each entry zeroed with probability p
-    (to 1/32768), the rest scaled by 1/(1-p), in x's dtype as F.dropout does. x itself when not
-    training or p is 0. The mask comes from ``_keep_mask``: with F.dropout's Bernoulli draw a
-    cpu-10m training step on 2 CPU cores took 13-17 ms longer (bench/TRIED.md, round four)."""
+def _dropout(x: torch.Tensor, p: float, training: bool, mask: str = "paired") -> torch.Tensor:
+    """Dropout (Srivastava et al. 2014) on x (any shape): each entry zeroed with probability p,
+    the rest scaled by 1/(1-p), in x's dtype as F.dropout does. x itself when not training or
+    p is 0. ``mask`` "paired": from ``_keep_mask`` (p to 1/32768); with F.dropout's Bernoulli
+    draw ("bernoulli", charrnn 0.1's) a cpu-10m training step on 2 CPU cores took 13-17 ms
+    longer (bench/TRIED.md, round four)."""
     if not training or p == 0:
         return x
+    if mask == "bernoulli":
+        return F.dropout(x, p, training=True)
     return x * _keep_mask(x, p)
 
 

@@ -7,7 +7,8 @@ import torch
 
 import charrnn
 from charrnn import CharRNNError
-from charrnn.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
+from charrnn.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
+                                saved_train_config)
 
 
 def test_run_folder_layout(trained):
@@ -97,3 +98,18 @@ def test_checkpoint_files_follow_the_umask_like_any_file(trained, tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
     assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "tokenizer.json": 0o644}
+
+
+def test_a_checkpoint_saved_before_the_paired_dropout_mask_keeps_the_bernoulli_one(trained,
+                                                                                    tmp_path):
+    # (so that --resume of an older run goes on bit for bit: tests/test_legacy_run.py)
+    model, tokenizer, _ = load_checkpoint(trained)
+    assert model.config.dropout_mask == "paired"
+    folder = tmp_path / "old"
+    save_checkpoint(folder, model, tokenizer, {"metrics": {}, "train": {"model": vars(model.config)}})
+    config = json.loads((folder / "config.json").read_text())
+    for saved in (config["model"], config["train"]["model"]):
+        assert saved.pop("dropout_mask") == "paired"
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_checkpoint(folder)[0].config.dropout_mask == "bernoulli"
+    assert saved_train_config(folder).model.dropout_mask == "bernoulli"

@@ -246,11 +246,12 @@ def test_without_locked_dropout_the_output_masks_differ_per_time_step():
     assert not torch.equal(kept, kept[:, :1].expand_as(kept))
 
 
+@pytest.mark.parametrize("mask", ["paired", "bernoulli"])
 @pytest.mark.parametrize("p", [0.25, 0.6])
-def test_output_dropout_zeroes_a_fraction_p_and_scales_the_rest_in_training_only(p):
+def test_output_dropout_zeroes_a_fraction_p_and_scales_the_rest_in_training_only(p, mask):
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=11, cell="lstm", layers=1, hidden_size=64,
-                                embed_size=8, dropout=p))
+                                embed_size=8, dropout=p, dropout_mask=mask))
     ids = torch.randint(0, 11, (32, 20))
     outputs = model.rnn(model.embed(ids))[0]           # what the head sees without dropout
     seen = _captured(model.train(), ids)["head"]
@@ -259,3 +260,15 @@ def test_output_dropout_zeroes_a_fraction_p_and_scales_the_rest_in_training_only
     assert abs(int(dropped.sum()) - n * p) < 5 * (n * p * (1 - p)) ** 0.5
     assert torch.allclose(seen[~dropped], outputs[~dropped] / (1 - p), rtol=1e-4)
     assert torch.equal(_captured(model.eval(), ids)["head"], outputs)
+
+
+def test_the_bernoulli_dropout_mask_is_f_dropouts_own_draw():
+    model = CharRNN(ModelConfig(vocab_size=11, cell="lstm", layers=1, hidden_size=32,
+                                embed_size=8, dropout=0.3, dropout_mask="bernoulli"))
+    ids = torch.randint(0, 11, (4, 6))
+    with torch.no_grad():
+        outputs = model.rnn(model.embed(ids))[0]
+    torch.manual_seed(5)
+    seen = _captured(model.train(), ids)["head"]
+    torch.manual_seed(5)
+    assert torch.equal(seen, torch.nn.functional.dropout(outputs, 0.3, training=True))
