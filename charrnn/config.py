@@ -20,8 +20,9 @@ from .config_tools import (DEVICES, ExportConfig, NoveltyConfig,  # noqa: F401 (
 
 CELLS = ("rnn", "gru", "lstm")
 SEED_MAX = 2**63 - 1
-# ModelConfig's regularisers: not the shape, so a fine-tune (--init-from) takes its own.
-REGULARISERS = ("dropout", "locked_dropout", "input_dropout", "weight_drop")
+# ModelConfig's regularisers (and how dropout draws its mask): not the shape, so a fine-tune
+# (--init-from) takes its own, whatever the source was trained with.
+REGULARISERS = ("dropout", "locked_dropout", "input_dropout", "weight_drop", "dropout_mask")
 VAL_CHARS = 120_000     # > tinyshakespeare's validation split (111,539): benchmarks compare
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 

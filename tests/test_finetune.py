@@ -201,6 +201,23 @@ def test_a_fine_tune_on_cuda_samples_and_snapshots(source, german, tmp_path):
     assert model.tokenizer.vocab_size > charrnn.load(source).tokenizer.vocab_size
 
 
+def test_a_fine_tune_of_a_run_saved_before_the_paired_mask_draws_the_paired_one(source, german,
+                                                                                tmp_path):
+    # an older source reads as dropout_mask "bernoulli" (so that it resumes bit for bit); a
+    # fine-tune of it is a new run, with the new run's mask
+    old = tmp_path / "old"
+    shutil.copytree(source, old)
+    for path in old.glob("*/config.json"):
+        config = json.loads(path.read_text())
+        for model in (config["model"], config["train"]["model"]):
+            del model["dropout_mask"]
+        path.write_text(json.dumps(config))
+    assert charrnn.load(old).net.config.dropout_mask == "bernoulli"
+    fine_tune(german, tmp_path / "ft", old, steps=2, eval_interval=2)
+    saved = json.loads((tmp_path / "ft" / "last" / "config.json").read_text())["model"]
+    assert saved["dropout_mask"] == "paired"
+
+
 def test_a_fine_tune_takes_its_own_regularisers_and_the_source_shape(source, german, tmp_path):
     config = train_config(str(german), str(tmp_path / "ft"), "tiny", init_from=str(source),
                           weight_drop=0.25, dropout=0.1, steps=2, eval_interval=2,
