@@ -29,5 +29,5 @@ setup(
     package_data={"charrnn": ["playground.html"]},
     extras_require={"dev": ["pytest>=7", "hypothesis>=6", "selenium>=4.20",
                             "httpx>=0.27"]},   # httpx: Starlette's TestClient
-    entry_points={"console_scripts": ["charrnn=charrnn.cli:main"]},
+    entry_points={"console_scripts": ["charrnn=charrnn.__main__:main"]},
 )

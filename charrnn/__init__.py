@@ -6,15 +6,31 @@ The data path, one module per stage:
     -> model.py -> trainer.py (the loop; run.py builds what it needs) -> checkpoint.py
     -> sampler.py -> api.py / cli.py
 Options are declared once, in config.py.
-"""
-from .api import Model, load, plot_runs, train
-from .config import ModelConfig, SampleConfig, SampleOptions, TrainConfig
-from .errors import CharRNNError, OptionError
-from .model import CharRNN
-from .presets import preset
-from .tokenizer import CharTokenizer
-from .version import __version__
 
-__all__ = ["CharRNN", "CharRNNError", "CharTokenizer", "Model", "ModelConfig", "OptionError",
-           "SampleConfig", "SampleOptions", "TrainConfig", "load", "plot_runs", "preset", "train",
-           "__version__"]
+The names below load on first use (PEP 562): ``import charrnn`` itself does not import torch,
+so the ``charrnn`` command (charrnn/__main__.py) can turn a Ctrl-C while torch loads into one
+line instead of a traceback.
+"""
+from importlib import import_module
+
+# Each public name and the module that defines it.
+_EXPORTS = {
+    "Model": "api", "load": "api", "plot_runs": "api", "train": "api",
+    "ModelConfig": "config", "SampleConfig": "config", "SampleOptions": "config",
+    "TrainConfig": "config", "CharRNNError": "errors", "OptionError": "errors",
+    "CharRNN": "model", "preset": "presets", "CharTokenizer": "tokenizer",
+    "__version__": "version",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'charrnn' has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value          # the next lookup is an ordinary attribute
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})

@@ -1,3 +1,19 @@
-from .cli import main
+"""The ``charrnn`` command (setup.py's entry point) and ``python -m charrnn``.
 
-main(prog_name="charrnn")
+The command line (charrnn/cli.py) needs torch, which takes a second or two to load: a Ctrl-C
+in that time ends with one line and status 130, as it does once the command runs.
+"""
+import sys
+
+
+def main() -> None:
+    try:
+        from .cli import main as cli
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
+    cli(prog_name="charrnn")
+
+
+if __name__ == "__main__":
+    main()

@@ -72,3 +72,17 @@ def test_no_import_cycles():
     for module in graph:
         if module != "charrnn.__init__":
             visit(module, [])
+
+
+def test_import_charrnn_loads_no_torch_until_a_name_is_used():
+    """The package's names load on first use, so the command can catch a Ctrl-C while torch
+    loads (charrnn/__main__.py); every public name still resolves, an unknown one raises."""
+    script = (
+        "import sys, charrnn\n"
+        "assert 'torch' not in sys.modules, 'import charrnn loaded torch'\n"
+        "assert all(getattr(charrnn, name) is not None for name in charrnn.__all__)\n"
+        "assert 'torch' in sys.modules and charrnn.load is charrnn.api.load\n"
+        "try:\n    charrnn.nothing\nexcept AttributeError:\n    print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -135,3 +135,22 @@ def test_what_a_new_user_tried_gets_one_line(trained, corpus, tmp_path):
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code == 1 and len(lines) == 1, result.output
         assert "bad model configuration" in lines[0] and "Traceback" not in result.output
+
+
+def test_ctrl_c_while_torch_loads_is_one_line():
+    """The `charrnn` command's entry point (setup.py): a KeyboardInterrupt raised while the
+    command line imports torch ends with `error: interrupted`, status 130, no traceback."""
+    script = (
+        "import builtins\n"
+        "real = builtins.__import__\n"
+        "def slow_torch(name, *args, **kwargs):\n"
+        "    if name == 'torch':\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = slow_torch\n"
+        "from charrnn.__main__ import main\n"
+        "main()\n")
+    result = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (130, "error: interrupted\n")
+    assert result.stdout == ""
