@@ -35,8 +35,9 @@ def auto(time_limit=None, steps=None, epochs=None, device="cpu", chars=SHAKESPEA
     (dict(steps=2000), ("cpu-1m", {})),
     (dict(steps=5000), ("cpu-3m", {})),
     (dict(steps=5000, bf16=False), ("cpu-3m", {})),
-    (dict(steps=6000), ("cpu-10m", {})),
-    (dict(steps=6000, time_limit=60.0), ("cpu-1m", {})),      # the first limit reached holds
+    (dict(steps=6000), ("cpu-3m", {})),        # 6,000 steps are ~5.6 minutes of cpu-10m
+    (dict(steps=11000), ("cpu-10m", {})),
+    (dict(steps=11000, time_limit=60.0), ("cpu-1m", {})),     # the first limit reached holds      # the first limit reached holds
     (dict(epochs=1.0), ("cpu-1m", {})),
     (dict(epochs=1.0, chars=None, vocab=None), ("cpu-10m", {})),   # of unknown size: as before
     # The corpus: seen less than once, no dropout; seen many times, more.
