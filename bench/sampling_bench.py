@@ -87,8 +87,8 @@ def _stream_seconds(nbytes, repeats=30):
 
 
 def _matmul_peak(dtype, n=2048, repeats=8):
-    """Best FLOP/s of an n x n product in ``dtype`` (as bench/section.py ``peak``, best of
-    ``repeats``)."""
+    """Best FLOP/s of an n x n product in ``dtype``, best of ``repeats`` (bench/section.py
+    ``peak`` reports it in GFLOP/s for the training rows)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")

@@ -58,7 +58,7 @@ class Speed:
 
     def __init__(self, chars_per_step: int):
         self.chars_per_step, self.value = chars_per_step, 0.0
-        self.start, self.steps, self.windows = time.monotonic(), 0, 0
+        self.start, self.steps, self.window_done = time.monotonic(), 0, False
 
     def tick(self) -> float:
         """Count one step; the latest speed in characters per second: over the last full
@@ -67,10 +67,10 @@ class Speed:
         self.steps += 1
         now = time.monotonic()
         elapsed = now - self.start
-        if elapsed >= 1.0 or (not self.windows and elapsed > 0):
+        if elapsed >= 1.0 or (not self.window_done and elapsed > 0):
             self.value = self.steps * self.chars_per_step / elapsed
         if elapsed >= 1.0:
-            self.start, self.steps, self.windows = now, 0, self.windows + 1
+            self.start, self.steps, self.window_done = now, 0, True
         return self.value
 
 
