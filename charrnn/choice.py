@@ -103,13 +103,14 @@ class RowOptions:
     ``RowOptions(slots, vocab, device)``; ``set(slot, config)`` reads a SampleConfig's greedy,
     temperature, top_k and top_p (not validated here), ``move(src, dst)`` moves a row. Tensors:
     temperature [slots, 1] (clamped to the dtype's tiny, so 0 / 0 never happens), top_k [slots,
-    1] int64 (vocab: none), top_p [slots, 1] (inf: none), greedy [slots] bool. The ``any_*``
-    flags say which steps a batch needs, so a batch that uses none of them pays for none."""
+    1] int64 (vocab - 1, every character but <unk>: none), top_p [slots, 1] (inf: none),
+    greedy [slots] bool. The ``any_*`` flags say which steps a batch needs, so a batch that
+    uses none of them pays for none."""
 
     def __init__(self, slots: int, vocab: int, device: torch.device | str = "cpu"):
         dtype, self.vocab = float_type(torch.device(device)), vocab
         self.temperature = torch.ones(slots, 1, dtype=dtype, device=device)
-        self.top_k = torch.full((slots, 1), vocab, dtype=torch.int64, device=device)
+        self.top_k = torch.full((slots, 1), max(1, vocab - 1), dtype=torch.int64, device=device)
         self.top_p = torch.full((slots, 1), math.inf, dtype=dtype, device=device)
         self.greedy = torch.zeros(slots, dtype=torch.bool, device=device)
         self.configs: list[Optional[SampleConfig]] = [None] * slots
@@ -128,7 +129,8 @@ class RowOptions:
         config = config or SampleConfig()
         tiny = torch.finfo(self.temperature.dtype).tiny
         self.temperature[slot] = max(config.temperature, tiny)
-        self.top_k[slot] = min(config.top_k or self.vocab, self.vocab)
+        # k counts characters, <unk> aside (sample_rows leaves its column out)
+        self.top_k[slot] = max(1, min(config.top_k or self.vocab, self.vocab - 1))
         self.top_p[slot] = config.top_p if config.top_p is not None and config.top_p < 1 \
             else math.inf
         self.greedy[slot] = bool(config.greedy)
@@ -179,20 +181,24 @@ def sample_rows(logits: torch.Tensor, options: RowOptions, uniform: torch.Tensor
     """``sample_next`` with each row's own options: ``options`` holds one row per row of
     ``logits`` (or one row for all). Row i's id depends on row i's logits, options and uniform
     only. Raises CharRNNError as ``sample_next`` does."""
-    dtype, rows = float_type(logits.device), logits.shape[0]
-    scores = logits.to(dtype) if logits.dtype != dtype else logits.clone()   # a copy: the
-    scores[:, UNK_ID].fill_(-float("inf"))     # caller's logits stay; <unk> is never useful
-    row_max = scores.amax(-1, keepdim=True)    # nan if any (other) logit is nan
-    if not math.isfinite(row_max.sum().item()):   # one sync instead of an all() per row
+    dtype, rows = options.temperature.dtype, logits.shape[0]     # float_type(device)
+    # <unk> (UNK_ID 0, the first column) is never useful: the scores leave its column out, so
+    # score j is id j + 1 (one operation fewer per step than masking it; the same sums).
+    chars = logits.narrow(-1, UNK_ID + 1, logits.shape[-1] - 1)
+    if chars.shape[-1] == 0:
+        raise _broken_logits(chars)
+    scores = chars.to(dtype) if chars.dtype != dtype else chars.clone()   # a copy: the
+    row_max = scores.amax(-1, keepdim=True)    # caller's logits stay; nan if any is nan
+    if not math.isfinite((row_max if rows == 1 else row_max.sum()).item()):   # one sync
         raise _broken_logits(scores)
     if options.any_greedy:
-        greedy = scores.argmax(-1)
+        greedy = scores.argmax(-1).add_(1)
         if options.all_greedy:
             return greedy
     scores.sub_(row_max)                       # <= 0; the most likely is 0, never nan
     if options.any_temperature:                # (dividing by 1 changes nothing)
         scores.div_(options.temperature[:rows])
-    if options.any_top_k:                      # k = vocab keeps every row's scores
+    if options.any_top_k:                      # k = vocab - 1 keeps every row's scores
         kth = scores.sort(-1, descending=True).values.gather(
             -1, options.top_k[:rows].expand(rows, 1) - 1)
         scores.masked_fill_(scores < kth, -float("inf"))
@@ -202,7 +208,7 @@ def sample_rows(logits: torch.Tensor, options: RowOptions, uniform: torch.Tensor
     cumulative = weights.cumsum_(-1)
     target = uniform.unsqueeze(-1) * cumulative[:, -1:]    # (in the wider of the two dtypes)
     ids = torch.searchsorted(cumulative, target, right=True).squeeze(-1)
-    ids = ids.clamp_(max=logits.shape[-1] - 1)
+    ids = ids.clamp_(max=scores.shape[-1] - 1).add_(1)      # (clamp: u * total may round up)
     if options.any_greedy:
         ids = torch.where(options.greedy[:rows], greedy, ids)
     return ids

@@ -145,6 +145,18 @@ def test_a_tiny_temperature_is_greedy(temperature):
     assert counts.tolist() == [0, 0, GRID // 2, GRID // 2, 0]
 
 
+def test_top_k_at_or_past_the_vocabulary_keeps_every_character_and_unk_is_never_read():
+    logits = torch.randn(64, 13, generator=torch.Generator().manual_seed(3))
+    uniform = torch.rand(64, generator=torch.Generator().manual_seed(4))
+    plain = sample_next(logits, SampleConfig(), uniform)
+    for k in (12, 13, 1000):            # 12 characters besides <unk>
+        assert torch.equal(sample_next(logits, SampleConfig(top_k=k), uniform), plain)
+    logits[:, UNK_ID] = float("nan")    # <unk>'s own logit is not looked at
+    assert torch.equal(sample_next(logits, SampleConfig(), uniform), plain)
+    with pytest.raises(CharRNNError, match="-inf for every character"):
+        sample_next(torch.zeros(2, 1), SampleConfig(), torch.rand(2))   # only <unk>
+
+
 @pytest.mark.parametrize("options", [dict(), dict(greedy=True), dict(top_p=0.5, top_k=2)])
 def test_nan_logits_are_a_clear_error(options):
     logits = torch.randn(4, 13)
