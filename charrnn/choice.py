@@ -147,7 +147,7 @@ class RowOptions:
         self.any_greedy = any(c.greedy for c in used)
         self.all_greedy = bool(used) and all(c.greedy for c in used)
         self.any_temperature = any(c.temperature != 1 for c in used)
-        self.any_top_k = any(c.top_k is not None and c.top_k < self.vocab for c in used)
+        self.any_top_k = any(c.top_k is not None and c.top_k < self.vocab - 1 for c in used)
         self.any_top_p = any(c.top_p is not None and c.top_p < 1 for c in used)
 
 
