@@ -140,7 +140,7 @@ def click_option(item, default):
     spec = item.spec
     flags = [item.flag] + [flag(a) if len(a) > 1 else f"-{a}" for a in spec.aliases]  # -n
     if item.type is bool:
-        if item.default:     # on unless turned off: --progress/--no-progress
+        if item.default or spec.negatable:   # --progress/--no-progress, --no-epoch-offset
             return click.option(f"{item.flag}/--no-{item.flag[2:]}", item.name,
                                 default=default, help=spec.help)
         return click.option(*flags, item.name, is_flag=True, default=default, help=spec.help)

@@ -95,7 +95,8 @@ class TrainConfig:
                           high=1 << 20)
     epoch_offset: bool = option(False, "Start every epoch's streams a random number of "
                                 "characters (under --seq-len, from --seed and the epoch) in, so "
-                                "that epochs do not feed the same chunks.", on_resume=False)
+                                "that epochs do not feed the same chunks (cpu-10m turns it "
+                                "on).", on_resume=False, negatable=True)
     lr: float = option(3e-3, "Peak learning rate.", low=0, low_open=True)
     min_lr_ratio: float = option(0.1, "The decay ends at lr * this.", low=0, high=1)
     schedule: str = option("cosine", "How the rate decays after the warmup: cosine, linear, "

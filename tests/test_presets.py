@@ -148,3 +148,16 @@ def test_the_cli_says_what_auto_picked_in_one_note(corpus, tmp_path, monkeypatch
     notes = [line for line in result.output.splitlines() if line.startswith("note: auto:")]
     assert notes == [next(line for line in result.output.splitlines() if "auto:" in line)]
     assert notes[0].startswith("note: auto: cpu-1m for 2 steps on 20 K characters")
+
+
+@pytest.mark.parametrize("flags, expected", [((), True), (("--no-epoch-offset",), False)])
+def test_a_presets_epoch_offset_can_be_turned_off_on_the_cli(corpus, tmp_path, flags, expected):
+    import json
+    assert PRESETS["cpu-10m"]["epoch_offset"] is True
+    out = tmp_path / "run"
+    result = cli("train", corpus, "--preset", "cpu-10m", "--out", out, "--cache-dir",
+                 tmp_path / "cache", "--steps", "2", "--device", "cpu", "--no-progress",
+                 "--sample-length", "0", "--hidden-size", "16", *flags)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "last" / "config.json").read_text())
+    assert saved["train"]["epoch_offset"] is expected
