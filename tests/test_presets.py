@@ -1,5 +1,7 @@
 """The rule behind --preset auto (charrnn/presets.py resolve_defaults) and its wiring into
 train_config and the CLI."""
+import json
+
 import pytest
 
 from charrnn.presets import (CPU_LADDER, DEFAULT_BUDGET, EXTRA_DROPOUT, FINE_TUNE_LR_SCALE,
@@ -152,7 +154,6 @@ def test_the_cli_says_what_auto_picked_in_one_note(corpus, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("flags, expected", [((), True), (("--no-epoch-offset",), False)])
 def test_a_presets_epoch_offset_can_be_turned_off_on_the_cli(corpus, tmp_path, flags, expected):
-    import json
     assert PRESETS["cpu-10m"]["epoch_offset"] is True
     out = tmp_path / "run"
     result = cli("train", corpus, "--preset", "cpu-10m", "--out", out, "--cache-dir",
