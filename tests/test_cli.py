@@ -22,6 +22,19 @@ def test_every_command_has_help():
         assert result.exit_code == 0 and "Usage" in result.output
 
 
+def test_help_gives_each_bounded_option_its_range():
+    from charrnn import api
+    from charrnn.config import SampleConfig, TrainConfig
+    help_text = " ".join(run("train", "--help").output.split())   # (click wraps lines)
+    assert "Peak learning rate (> 0)." in help_text
+    for cls, command in ((TrainConfig, "train"), (SampleConfig, "sample")):
+        text = " ".join(run(command, "--help").output.split())
+        for item in api.declared(cls):
+            spec = item.spec
+            if spec.cli and not spec.choices and (spec.low is not None or spec.high is not None):
+                assert f"({spec.range_text()})" in text, item.name
+
+
 def test_train_sample_eval_info(corpus, tmp_path):
     out = tmp_path / "run"
     result = run("train", corpus, "--out", out, "--steps", 20, "--eval-interval", 10,
