@@ -111,8 +111,8 @@ def export_onnx(net: CharRNN, tokenizer: CharTokenizer, out: Path, force: bool =
                 raise CharRNNError(f"the export does not match PyTorch: {parity}; nothing "
                                    "was written (--force keeps it anyway)")
     except OSError as err:
-        raise CharRNNError(f"cannot write {out}: {err.strerror or err}: free disk space or "
-                           "choose a writable folder") from None
+        raise CharRNNError(f"cannot write {out}: {err.strerror or err}: choose a folder that "
+                           "exists and is writable, with free disk space") from None
     return parity
 
 

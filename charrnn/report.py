@@ -83,7 +83,7 @@ def check_unit(model: CharRNN, config: ReportConfig) -> None:
     layers, size, cell = model.config.layers, model.config.hidden_size, model.config.cell
     if config.layer is not None and config.layer >= layers:
         raise OptionError("layer", f"is {config.layer}, but the model has {layers} "
-                          f"layer{'s' if layers > 1 else ''}: give 0 to {layers - 1}")
+                          + (f"layers: give 0 to {layers - 1}" if layers > 1 else "layer: give 0"))
     if config.unit is not None and config.unit >= size:
         raise OptionError("unit", f"is {config.unit}, but each layer has {size} units: give "
                           f"0 to {size - 1}")

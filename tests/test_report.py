@@ -105,7 +105,7 @@ def test_a_short_text_has_a_shorter_curve_with_a_note(model, tmp_path):
 
 
 def test_layers_units_and_states_that_do_not_exist_are_refused(model, tmp_path):
-    with pytest.raises(OptionError, match="layer is 1, but the model has 1 layer: give 0 to 0"):
+    with pytest.raises(OptionError, match="layer is 1, but the model has 1 layer: give 0$"):
         model.report("the king", tmp_path / "r.html", layer=1)
     with pytest.raises(OptionError, match="unit is 64, but each layer has 64 units"):
         model.report("the king", tmp_path / "r.html", unit=64)
@@ -146,7 +146,7 @@ def test_the_command_writes_the_report_and_lists_the_units(trained, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--layer", "3"], "error: --layer is 3, but the model has 1 layer: give 0 to 0"),
+    (["--layer", "3"], "error: --layer is 3, but the model has 1 layer: give 0"),
     (["--unit", "64"], "error: --unit is 64, but each layer has 64 units: give 0 to 63"),
     (["--max-chars", "20000"], "error: --max-chars must be in [2, 10000]"),
 ])
