@@ -150,8 +150,7 @@ def click_option(item, default):
         kind = Parsed(spec.parse, spec.metavar or item.type.__name__.upper())
     else:
         kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[item.type]
-    bounded = not spec.choices and (spec.low is not None or spec.high is not None)
-    text = (f"{spec.help.rstrip('.')} ({spec.range_text()})." if bounded   # --help: ranges
-            else spec.help)
+    text = (f"{spec.help.rstrip('.')} ({spec.range_text()})."   # --help: ranges (click
+            if spec.bounded and not spec.choices else spec.help)  # lists the choices itself)
     return click.option(*flags, item.name, type=kind, default=default, help=text,
                         show_default=default is not None, metavar=spec.metavar)

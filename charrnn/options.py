@@ -34,8 +34,17 @@ class Spec:
     parse: Optional[Callable[[str], Any]] = None   # CLI text -> value (e.g. "10m" -> 600.0)
     metavar: Optional[str] = None
 
+    @property
+    def bounded(self) -> bool:
+        """Whether the values are limited (choices, or a low or high bound): what
+        ``range_text`` can describe."""
+        return bool(self.choices) or self.low is not None or self.high is not None
+
     def range_text(self) -> str:
-        """The allowed values in words: "> 0", ">= 1", "in [0, 1)", "one of a, b"."""
+        """The allowed values in words: "> 0", ">= 1", "in [0, 1)", "one of a, b"; "" when
+        they are not limited (not ``bounded``)."""
+        if not self.bounded:
+            return ""
         if self.choices:
             return "one of " + ", ".join(map(str, self.choices))
         if self.high is None:

@@ -52,8 +52,9 @@ def request_schema():
     for item in declared(SampleConfig):
         if item.name not in NOT_PER_REQUEST:
             kind = Optional[item.type] if item.optional else item.type
-            fields[item.name] = (kind, Field(item.default, description=f"{item.spec.help} "
-                                             f"({item.spec.range_text()})"))
+            limits = f" ({item.spec.range_text()})" if item.spec.bounded else ""
+            fields[item.name] = (kind, Field(item.default,
+                                             description=item.spec.help + limits))
     fields["stream"] = (bool, Field(False, description="Send the text as Server-Sent Events "
                                                        "as it is generated."))
     return create_model("GenerateRequest", __config__=ConfigDict(extra="forbid", strict=True),

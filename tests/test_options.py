@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from charrnn import CharRNNError, ModelConfig, OptionError, SampleConfig, TrainConfig
 from charrnn.config import ExportConfig, NoveltyConfig, ReportConfig, ServeConfig
 from charrnn.cli import main
-from charrnn.options import check_value, declared
+from charrnn.options import Spec, check_value, declared
 
 CONFIGS = {"model": ModelConfig, "train": TrainConfig, "sample": SampleConfig,
            "report": ReportConfig, "novelty": NoveltyConfig, "serve": ServeConfig,
@@ -127,3 +127,9 @@ def test_the_old_spellings_still_work():
     assert TrainConfig.from_dict({"clip": 0.5}).grad_clip == 0.5
     result = CliRunner().invoke(main, ["train", "--help"])
     assert "--grad-clip, --clip" in result.output
+
+
+def test_only_limited_values_have_a_range_in_words():
+    assert Spec("x", low=0, low_open=True).range_text() == "> 0"
+    assert Spec("x", choices=("a", "b")).range_text() == "one of a, b"
+    assert not Spec("x").bounded and Spec("x").range_text() == ""

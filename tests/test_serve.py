@@ -175,3 +175,11 @@ def test_a_port_in_use_is_a_one_line_error(trained):
         result = CliRunner().invoke(main, ["serve", str(trained), "--port", str(port)])
     assert result.exit_code == 1
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
+
+
+def test_the_request_schema_states_each_fields_limits_and_only_real_ones():
+    from charrnn.serve import request_schema
+    fields = request_schema().model_json_schema()["properties"]
+    assert fields["temperature"]["description"].endswith("(> 0)")
+    assert fields["top_p"]["description"].endswith(")") and "None" not in json.dumps(fields)
+    assert not fields["stop"]["description"].endswith(")")
