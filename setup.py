@@ -26,7 +26,7 @@ setup(
         "onnxscript>=0.3",
         "onnxruntime>=1.18",
     ],
-    package_data={"charrnn": ["playground.html"]},
+    package_data={"charrnn.serve": ["playground.html"]},
     extras_require={"dev": ["pytest>=7", "hypothesis>=6", "selenium>=4.20",
                             "httpx>=0.27"]},   # httpx: Starlette's TestClient
     entry_points={"console_scripts": ["charrnn=charrnn.__main__:main"]},

@@ -48,7 +48,7 @@ def environment() -> dict:
 def train_charrnn(corpus: str, seconds: float, folder: str, device: str = "cuda") -> dict:
     from bench.baseline import held_out, read
     from charrnn.api import load, train_config
-    from charrnn.trainer import train   # not train_run: it draws loss.png (matplotlib)
+    from charrnn.training.trainer import train   # not train_run: it draws loss.png (matplotlib)
 
     config = train_config(corpus, f"{folder}/run", "gpu-3m", time_limit=seconds,
                           device=device, progress=False, cache_dir=f"{folder}/cache")

@@ -19,7 +19,7 @@ def cpu_model() -> str:
 
 def cpu_features() -> str:
     """What decides the precision: native bf16 (AVX512-BF16, AMX) or not, and AVX512/AVX2."""
-    from charrnn.device import cpu_has_native_bf16
+    from charrnn.model.device import cpu_has_native_bf16
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             flags = next((l for l in handle if l.startswith("flags")), "").split()

@@ -32,7 +32,7 @@ def sample(batch, length, device="cpu", precision="fp32"):
     variation between the step's next-character distribution and ``forward``'s."""
     from charrnn import CharTokenizer
     from charrnn import SampleConfig
-    from charrnn.engine import Engine, Request
+    from charrnn.sampling.engine import Engine, Request
 
     model = _sampling_model()
     tokenizer = CharTokenizer([chr(c) for c in range(32, 97)] + ["a"])
@@ -104,7 +104,7 @@ def _step_error(model, precision, batch=4, steps=100):
     """(largest |fast step logits - forward logits|, largest total variation between their
     next-character distributions) over ``steps`` steps, each fast step started from the exact
     state (so it measures one step's rounding, not a drifting trajectory)."""
-    from charrnn.fast_step import FastStep
+    from charrnn.sampling.fast_step import FastStep
 
     ids = torch.randint(1, model.config.vocab_size, (batch, steps))
     expected, _ = model(ids)

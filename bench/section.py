@@ -50,7 +50,7 @@ def _run(corpus, seconds, out, cache, init_from=None, lr_scale=None, device="cpu
     """Preset cpu-1m for ``seconds`` (or ``steps``): from scratch, or a fine-tune of
     ``init_from`` at the preset's rate times ``lr_scale`` (default: charrnn's fine-tune rate)."""
     from charrnn.api import train_run
-    from charrnn.presets import preset
+    from charrnn.training.presets import preset
 
     config = preset("cpu-1m", fine_tune=init_from is not None)
     if init_from is not None and lr_scale is not None:
@@ -71,7 +71,7 @@ def finetune(corpus, seconds, device="cpu", lr_scales=""):
     after the timed fine-tune. ``lr_scales``: comma-separated rate factors for more
     fine-tunes of the base's steps (a sweep; their loss on the old text too)."""
     import charrnn
-    from charrnn.presets import FINE_TUNE_LR_SCALE
+    from charrnn.training.presets import FINE_TUNE_LR_SCALE
 
     text = Path(corpus).read_text(encoding="utf-8")
     old_val = text[len(text) - int(len(text) * 0.1):]
@@ -195,8 +195,8 @@ def speed_plain(steps, device="cpu"):
 
 
 def data(corpus, megabytes):
-    from charrnn.cache import load_ids
-    from charrnn.corpus import Corpus
+    from charrnn.data.cache import load_ids
+    from charrnn.data.corpus import Corpus
     from tokenizers import Tokenizer
 
     text = Path(corpus).read_text(encoding="utf-8")

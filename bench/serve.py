@@ -108,7 +108,7 @@ def _peak_rss_mb(pid: int) -> float:
 def _model(folder: Path) -> None:
     import torch
     from charrnn import CharRNN, CharTokenizer, ModelConfig
-    from charrnn.checkpoint import checkpoint_config, save_checkpoint
+    from charrnn.model.checkpoint import checkpoint_config, save_checkpoint
 
     torch.manual_seed(0)
     tokenizer = CharTokenizer([chr(c) for c in range(32, 127)] + ["\n"])
@@ -153,7 +153,7 @@ def run(seconds: float) -> dict:
 def _machine() -> str:
     """The CPU, whether it has native bf16, the cores and how busy they were at the start."""
     import torch
-    from charrnn.device import cpu_has_native_bf16
+    from charrnn.model.device import cpu_has_native_bf16
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.*)", info)

@@ -8,7 +8,7 @@ import sys
 
 def main() -> None:
     try:
-        from .cli import main as cli
+        from charrnn.cli.commands import main as cli
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         sys.exit(130)

@@ -19,25 +19,25 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from .checkpoint import find_checkpoint, load_checkpoint, read_config
-from .config import (ExportConfig, ModelConfig, NoveltyConfig, ReportConfig, SampleConfig,
+from charrnn.model.checkpoint import find_checkpoint, load_checkpoint, read_config
+from charrnn.config import (ExportConfig, ModelConfig, NoveltyConfig, ReportConfig, SampleConfig,
                      ServeConfig, TrainConfig)
-from .corpus import Corpus
-from .device import resolve_device, warn_if_bf16_is_emulated
-from .errors import CharRNNError, note
-from .evaluate import LN2, eval_streams, evaluate
-from .model import CharRNN
-from .novelty import TrainingText
-from .options import declared, did_you_mean
-from .presets import PRESETS, preset
-from .sampler import generate, stream
-from .tokenizer import CharTokenizer
-from .training import train_config, train_run
-from .version import __version__
+from charrnn.data.corpus import Corpus
+from charrnn.model.device import resolve_device, warn_if_bf16_is_emulated
+from charrnn.errors import CharRNNError, note
+from charrnn.model.evaluate import LN2, eval_streams, evaluate
+from charrnn.model.network import CharRNN
+from charrnn.insight.novelty import TrainingText
+from charrnn.options import declared, did_you_mean
+from charrnn.training.presets import PRESETS, preset
+from charrnn.sampling.sampler import generate, stream
+from charrnn.data.tokenizer import CharTokenizer
+from charrnn.training.launch import train_config, train_run
+from charrnn.version import __version__
 
 if TYPE_CHECKING:
-    from .novelty import Novelty
-    from .report import ReportSummary
+    from charrnn.insight.novelty import Novelty
+    from charrnn.insight.report import ReportSummary
 
 __all__ = ["Model", "load", "train", "train_run", "train_config", "checkpoint_info",
            "last_sample", "preset", "PRESETS", "ModelConfig", "TrainConfig", "SampleConfig",
@@ -98,7 +98,7 @@ class Model:
         something else."""
         settings = ExportConfig(out=str(out), format=format, force=force).validate()
         # Imported here: loading and sampling must not pay for torch.onnx and onnxruntime.
-        from .export import export_onnx
+        from charrnn.export.onnx import export_onnx
         return export_onnx(self.net, self.tokenizer, Path(settings.out), settings.force)
 
     def _sample_config(self, config: Optional[SampleConfig], options: dict) -> SampleConfig:
@@ -133,7 +133,7 @@ class Model:
         cache (``cache_dir``, default data/cache), and evaluated from there: memory does not
         grow with the size of the text. Raises CharRNNError."""
         # Imported here: loading and sampling never need the cache.
-        from .cache import load_ids, scan
+        from charrnn.data.cache import load_ids, scan
         train = self.config.get("train") or {}
         corpus = Corpus(path, encoding or train.get("encoding", "utf-8"),
                         errors or train.get("errors", "strict"))
@@ -153,7 +153,7 @@ class Model:
         fields (max_chars, layer, unit, state, gradient_steps), or pass a whole ``config``.
         Returns a ReportSummary; its notes (a cut text, unknown characters) are also printed
         as notes. Raises CharRNNError (OptionError for a layer/unit/state the model lacks)."""
-        from .report import write_report   # lazily: sampling never needs it
+        from charrnn.insight.report import write_report   # lazily: sampling never needs it
         config = _report_config(config, options)
         summary = write_report(self.net, self.tokenizer, text, path, config,
                                title or "charrnn report")
@@ -219,7 +219,7 @@ def load(path: Union[str, Path], device: str = "auto") -> Model:
 def plot_runs(runs: list, out: Union[str, Path]) -> Path:
     """Compare training runs (run folders) in one PNG chart at ``out``: loss in bits/char
     against step and against time (charrnn/plots.py). Raises CharRNNError."""
-    from . import plots   # lazily: matplotlib is slow to import and sampling never needs it
+    from charrnn.insight import plots   # lazily: matplotlib is slow to import and sampling never needs it
     return plots.plot_runs(runs, out)
 
 
@@ -274,5 +274,5 @@ def serve(checkpoint: Union[str, Path], settings: Optional[ServeConfig] = None,
         warn_if_bf16_is_emulated(device, "sampling")
     net, tokenizer, config = load_checkpoint(folder, device)
     # Imported here, not above: `import charrnn` must not load FastAPI and uvicorn.
-    from .server import run
+    from charrnn.serve.server import run
     run(net, tokenizer, {"folder": str(folder), "config": config}, settings, ready)

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .errors import OptionError
+from charrnn.errors import OptionError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 
 import charrnn
 from charrnn.config import TrainConfig
-from charrnn.presets import preset
+from charrnn.training.presets import preset
 
 VARIED = ("Hello, wörld!\n\tПривет, мир. 世界你好 😀👍🏽 café naïve\r\n"
           "ROMEO: But soft, what light through yonder window breaks?\n")
@@ -92,7 +92,7 @@ def browser():
 def cli(*args, **kwargs):
     """``charrnn ARGS...`` in this process (click's CliRunner); arguments may be paths."""
     from click.testing import CliRunner
-    from charrnn.cli import main
+    from charrnn.cli.commands import main
     return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 import charrnn
 from charrnn import CharRNN, ModelConfig
 from charrnn.api import train_run
-from charrnn.average import WARMUP, WeightAverage
+from charrnn.training.average import WARMUP, WeightAverage
 from conftest import tiny_config
 
 

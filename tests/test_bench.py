@@ -52,7 +52,7 @@ def test_state_skips_finished_cells_unless_redone_and_survives_a_reload(tmp_path
 
 
 def test_held_out_is_charrnns_validation_split():
-    from charrnn.streams import split_train_val
+    from charrnn.data.batches import split_train_val
     import numpy as np
     for length in (10, 99, 1001, 1234567):
         text = "ab" * (length // 2) + "c" * (length % 2)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from charrnn import CharRNNError
-from charrnn.cache import load_ids, tokenizer_digest
-from charrnn.corpus import Corpus
-from charrnn.tokenizer import CharTokenizer
+from charrnn.data.cache import load_ids, tokenizer_digest
+from charrnn.data.corpus import Corpus
+from charrnn.data.tokenizer import CharTokenizer
 from conftest import make_corpus
 
 GERMAN = "Über die Brücke gehen wir, schön und müde. Ärger? Nein, Größe!\n"

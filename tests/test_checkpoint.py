@@ -7,7 +7,7 @@ import torch
 
 import charrnn
 from charrnn import CharRNNError
-from charrnn.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
+from charrnn.model.checkpoint import (load_checkpoint, load_trainer_state, save_checkpoint,
                                 saved_train_config)
 
 

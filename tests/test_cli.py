@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from charrnn.cli import main
+from charrnn.cli.commands import main
 
 TINY = ["--preset", "tiny", "--no-progress", "--sample-length", "40"]
 

@@ -4,7 +4,7 @@ import pytest
 
 from charrnn import CharRNNError
 from charrnn.config import TrainConfig, parse_duration
-from charrnn.presets import PRESETS, preset
+from charrnn.training.presets import PRESETS, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

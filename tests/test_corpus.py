@@ -3,9 +3,9 @@ import json
 import pytest
 
 from charrnn import CharRNNError
-from charrnn.cache import load_ids, scan
-from charrnn.corpus import Corpus, parse_hf_spec
-from charrnn.tokenizer import CharTokenizer
+from charrnn.data.cache import load_ids, scan
+from charrnn.data.corpus import Corpus, parse_hf_spec
+from charrnn.data.tokenizer import CharTokenizer
 
 
 def read(corpus):
@@ -22,7 +22,7 @@ def test_folder_and_glob_read_files_in_sorted_order(tmp_path):
 
 
 def test_invalid_utf8_names_file_and_byte_offset(tmp_path, monkeypatch):
-    monkeypatch.setattr("charrnn.corpus.BLOCK_BYTES", 7)  # the bad byte lies past a block edge
+    monkeypatch.setattr("charrnn.data.corpus.BLOCK_BYTES", 7)  # the bad byte lies past a block edge
     path = tmp_path / "bad.txt"
     path.write_bytes("héllo wörld".encode() + b"\xff rest")
     with pytest.raises(CharRNNError, match=r"bad.txt is not valid utf-8 at byte 13"):

@@ -5,7 +5,7 @@ import torch
 
 import charrnn
 from charrnn import CharRNNError
-from charrnn.device import cpu_has_native_bf16, resolve_precision
+from charrnn.model.device import cpu_has_native_bf16, resolve_precision
 
 from conftest import cli
 

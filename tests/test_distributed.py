@@ -13,7 +13,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from charrnn.api import train_run
-from charrnn.tokenizer import CharTokenizer
+from charrnn.data.tokenizer import CharTokenizer
 from conftest import make_corpus, tiny_config
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -218,7 +218,7 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 from conftest import tiny_config
 from charrnn.api import train_run
-from charrnn.tokenizer import CharTokenizer
+from charrnn.data.tokenizer import CharTokenizer
 config = tiny_config(Path({out!r}), steps=6, batch_size=4, eval_interval=3, device="cpu",
                      precision="fp32", init_from={source!r}, lr=0.005, sample_every=3,
                      save_every=2, keep=2)

@@ -8,8 +8,8 @@ import pytest
 import charrnn
 from charrnn import CharRNNError
 from charrnn.api import train_run
-from charrnn.cache import load_ids, scan
-from charrnn.corpus import Corpus
+from charrnn.data.cache import load_ids, scan
+from charrnn.data.corpus import Corpus
 from conftest import cli, one_line_error, tiny_config
 
 LINES = ["Мой дядя самых честных правил, когда не в шутку занемог,",

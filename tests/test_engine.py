@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from charrnn import CharRNN, CharRNNError, CharTokenizer, ModelConfig, SampleConfig
-from charrnn.engine import PREFILL, PRIME_CHUNK, Busy, Engine, Request
-from charrnn.sampler import generate, stream
+from charrnn.sampling.engine import PREFILL, PRIME_CHUNK, Busy, Engine, Request
+from charrnn.sampling.sampler import generate, stream
 
 TOKENIZER = CharTokenizer("abcdefghij \n")
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 import charrnn
 from charrnn import CharRNN, CharRNNError, CharTokenizer, ModelConfig
-from charrnn.cli import main
-from charrnn.export import LOGIT_TOLERANCE, OPSET, PARITY_CHARS, TV_TOLERANCE, export_onnx
+from charrnn.cli.commands import main
+from charrnn.export.onnx import LOGIT_TOLERANCE, OPSET, PARITY_CHARS, TV_TOLERANCE, export_onnx
 
 TOKENIZER = CharTokenizer("abcdefghij \n")
 
@@ -54,7 +54,7 @@ def test_an_export_that_does_not_match_is_refused_unless_forced(tmp_path, monkey
     other = _net("gru", 2)
     with torch.no_grad():
         other.head.bias.add_(0.01)            # a small but real difference
-    from charrnn import export
+    from charrnn.export import onnx as export
     real = export.write_graph
     monkeypatch.setattr(export, "write_graph", lambda _net, path: real(other, path))
     with pytest.raises(CharRNNError, match=r"does not match PyTorch: .*largest logit "

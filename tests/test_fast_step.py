@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from charrnn import CharRNN, CharRNNError, ModelConfig
-from charrnn.fast_step import FastStep, from_layers, to_layers
-from charrnn.model import hidden_parts
+from charrnn.sampling.fast_step import FastStep, from_layers, to_layers
+from charrnn.model.network import hidden_parts
 
 CELLS = ["rnn", "gru", "lstm"]
 

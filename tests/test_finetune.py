@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 import charrnn
 from charrnn import CharRNNError, OptionError
 from charrnn.api import train_config, train_run
-from charrnn.cli import main
-from charrnn.presets import FINE_TUNE_LR_SCALE, PRESETS
-from charrnn.finetune import adapted
+from charrnn.cli.commands import main
+from charrnn.training.presets import FINE_TUNE_LR_SCALE, PRESETS
+from charrnn.training.finetune import adapted
 from conftest import make_corpus, tiny_config
 
 GERMAN = ["Über", "die", "Brücke", "gehen", "wir,", "schön", "und", "müde.", "Ärger?", "Größe!",

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 import charrnn
 from charrnn import CharRNNError
 from charrnn.api import train_run
-from charrnn.checkpoint import recover
-from charrnn.cli import main
+from charrnn.model.checkpoint import recover
+from charrnn.cli.commands import main
 from conftest import make_corpus, tiny_config
 
 

@@ -21,9 +21,9 @@ SCRIPT = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
     import numpy as np
-    from charrnn.cache import encode_corpus, scan
-    from charrnn.corpus import Corpus
-    from charrnn.tokenizer import CharTokenizer
+    from charrnn.data.cache import encode_corpus, scan
+    from charrnn.data.corpus import Corpus
+    from charrnn.data.tokenizer import CharTokenizer
 
     def status(key):
         for line in open("/proc/self/status"):

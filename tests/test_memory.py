@@ -18,10 +18,11 @@ import pytest
 import torch
 
 import charrnn
-from charrnn import CharRNNError, memory
+from charrnn import CharRNNError
+from charrnn.training import memory
 from charrnn.api import train_run
 from charrnn.config import VAL_CHARS
-from charrnn.deadline import Deadline, slack
+from charrnn.training.deadline import Deadline, slack
 from conftest import cli, make_corpus, one_line_error, tiny_config
 
 MAPPED_AT_START = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
@@ -137,7 +138,7 @@ def test_the_estimate_counts_the_parameters_torch_makes():
 def test_eval_memory_does_not_grow_with_the_text(trained, tmp_path, monkeypatch, how):
     # Blocks of 64 KB: a text of 3 blocks and one of 30 use the same memory. (Joined whole, as
     # before, the larger text's peak was about 5 bytes per character higher: 9 MB here.)
-    monkeypatch.setattr("charrnn.corpus.BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr("charrnn.data.corpus.BLOCK_BYTES", 1 << 16)
     text = (trained.parent / "corpus.txt").read_text(encoding="utf-8")
     peaks = []
     for copies in (10, 100):

@@ -114,7 +114,7 @@ def test_what_a_new_user_tried_gets_one_line(trained, corpus, tmp_path):
 
     import charrnn
     from charrnn import CharRNNError
-    from charrnn.cli import main
+    from charrnn.cli.commands import main
     model = charrnn.load(trained)
     with pytest.raises(CharRNNError, match="prime must be text"):
         model.generate(123, length=5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from charrnn import CharRNN, ModelConfig
-from charrnn.model import hidden_from_parts, hidden_parts, unigram_head_bias
+from charrnn.model.network import hidden_from_parts, hidden_parts, unigram_head_bias
 
 
 def test_vanilla_rnn_matches_the_seed_formula_by_hand():

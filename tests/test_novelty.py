@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 import charrnn
 from charrnn import CharRNNError, CharTokenizer
-from charrnn.cache import scan
-from charrnn.cli import main
-from charrnn.corpus import Corpus
-from charrnn.novelty import MIN_SPAN, Index, TrainingText, check_sample
+from charrnn.data.cache import scan
+from charrnn.cli.commands import main
+from charrnn.data.corpus import Corpus
+from charrnn.insight.novelty import MIN_SPAN, Index, TrainingText, check_sample
 
 
 def brute_matches(text: list, query: list) -> list:

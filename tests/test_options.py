@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from charrnn import CharRNNError, ModelConfig, OptionError, SampleConfig, TrainConfig
 from charrnn.config import ExportConfig, NoveltyConfig, ReportConfig, ServeConfig
-from charrnn.cli import main
+from charrnn.cli.commands import main
 from charrnn.options import Spec, check_value, declared
 
 CONFIGS = {"model": ModelConfig, "train": TrainConfig, "sample": SampleConfig,

@@ -9,8 +9,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import charrnn
 from charrnn.config import ServeConfig
-from charrnn.serve import create_app
-from charrnn.server import bind
+from charrnn.serve.app import create_app
+from charrnn.serve.server import bind
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn import CharRNNError
-from charrnn.cli import main
-from charrnn.plots import draw, read_curves
+from charrnn.cli.commands import main
+from charrnn.insight.plots import draw, read_curves
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from charrnn.presets import (CPU_LADDER, DEFAULT_BUDGET, EXTRA_DROPOUT, FINE_TUNE_LR_SCALE,
+from charrnn.training.presets import (CPU_LADDER, DEFAULT_BUDGET, EXTRA_DROPOUT, FINE_TUNE_LR_SCALE,
                              FP32_SLOWDOWN, LARGE_VOCAB, LARGE_VOCAB_EMBED, NOMINAL_STEPS_PER_S,
                              PRESETS, nominal_seconds, preset, resolve_defaults)
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import CharRNN, ModelConfig
-from charrnn.model import hidden_parts
-from charrnn.probe import gradient_curve, trace
+from charrnn.model.network import hidden_parts
+from charrnn.insight.probe import gradient_curve, trace
 
 
 def _model(cell, layers=2, vocab=13, hidden=16, embed=8, seed=0):

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from charrnn import progress
-from charrnn.progress import LOSS_READ_EVERY, LossMeter
-from charrnn.resume import LoopState
+from charrnn.training import progress
+from charrnn.training.progress import LOSS_READ_EVERY, LossMeter
+from charrnn.training.resume import LoopState
 
 
 def _feed(meter, state, losses):

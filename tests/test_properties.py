@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from charrnn import CharRNNError
-from charrnn.streams import Streams, split_train_val
-from charrnn.tokenizer import UNK_ID, CharTokenizer
+from charrnn.data.batches import Streams, split_train_val
+from charrnn.data.tokenizer import UNK_ID, CharTokenizer
 
 QUICK = settings(max_examples=50, deadline=None)
 # Any Unicode text without lone surrogates (which no UTF-8 file can hold).

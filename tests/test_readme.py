@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from charrnn.cli import main
+from charrnn.cli.commands import main
 from conftest import make_corpus
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 import charrnn
 from charrnn import CharRNNError
 from charrnn.api import train_run
-from charrnn.checkpoint import (find_checkpoint, load_checkpoint, load_trainer_state, recover,
+from charrnn.model.checkpoint import (find_checkpoint, load_checkpoint, load_trainer_state, recover,
                                 save_checkpoint, saved_train_config)
 from charrnn.config import parse_duration
 from conftest import cli, make_corpus, one_line_error, tiny_config
@@ -461,10 +461,10 @@ SAVER = """
 import os, sys
 from pathlib import Path
 import torch
-from charrnn.checkpoint import save_checkpoint
+from charrnn.model.checkpoint import save_checkpoint
 from charrnn.config import ModelConfig
-from charrnn.model import CharRNN
-from charrnn.tokenizer import CharTokenizer
+from charrnn.model.network import CharRNN
+from charrnn.data.tokenizer import CharTokenizer
 
 run = Path(sys.argv[1])
 torch.manual_seed(0)

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 import charrnn
 from charrnn import CharRNN, CharRNNError, ModelConfig, OptionError
-from charrnn.cli import main
+from charrnn.cli.commands import main
 from charrnn.config import ReportConfig
-from charrnn.report import MAX_BYTES, MAX_VALUES, write_report
+from charrnn.insight.report import MAX_BYTES, MAX_VALUES, write_report
 
 
 @pytest.fixture(scope="module")

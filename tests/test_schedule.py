@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from charrnn.schedule import SCHEDULES, decay, learning_rate, planned_steps, progress
+from charrnn.training.schedule import SCHEDULES, decay, learning_rate, planned_steps, progress
 
 
 def test_warmup_rises_linearly_to_the_peak():

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 import charrnn
 from charrnn.config import ServeConfig
-from charrnn.guard import is_loopback
-from charrnn.serve import create_app
+from charrnn.serve.guard import is_loopback
+from charrnn.serve.app import create_app
 
 BASE = "http://127.0.0.1:8000"
 
@@ -167,7 +167,7 @@ def test_loopback_addresses_are_told_apart_from_the_others():
 
 def test_a_port_in_use_is_a_one_line_error(trained):
     from click.testing import CliRunner
-    from charrnn.cli import main
+    from charrnn.cli.commands import main
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -178,7 +178,7 @@ def test_a_port_in_use_is_a_one_line_error(trained):
 
 
 def test_the_request_schema_states_each_fields_limits_and_only_real_ones():
-    from charrnn.serve import request_schema
+    from charrnn.serve.app import request_schema
     fields = request_schema().model_json_schema()["properties"]
     assert fields["temperature"]["description"].endswith("(> 0)")
     assert fields["top_p"]["description"].endswith(")") and "None" not in json.dumps(fields)

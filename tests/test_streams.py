@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from charrnn import CharRNNError
-from charrnn.streams import Streams, split_train_val
+from charrnn.data.batches import Streams, split_train_val
 
 
 def test_split_takes_the_last_fraction_for_validation():

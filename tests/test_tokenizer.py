@@ -3,7 +3,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from charrnn import CharRNNError
-from charrnn.tokenizer import UNK_ID, CharTokenizer
+from charrnn.data.tokenizer import UNK_ID, CharTokenizer
 from conftest import VARIED
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from charrnn.units import (correlated_units, correlations, dequantise, quantise,
+from charrnn.insight.units import (correlated_units, correlations, dequantise, quantise,
                            text_properties, units_to_keep)
 
 

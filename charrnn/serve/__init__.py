@@ -1,0 +1,7 @@
+"""`charrnn serve`: an HTTP API and a playground page over the sampling engine.
+
+    app.py          the FastAPI app: routes, request schema, streaming
+    server.py       uvicorn, bound to a socket the command chose
+    guard.py        the Host/Origin check against DNS rebinding and the body limit
+    playground.html the page at /
+"""

@@ -1,0 +1,236 @@
+"""Stage 6: the training loop. Truncated back-propagation through time over contiguous streams,
+AdamW with warmup and cosine decay, gradient clipping, validation in bits per character,
+best/last checkpoints, exact resume.
+
+``loop`` reads top to bottom; ``bench/baseline.py`` is the same algorithm as a plain loop with
+none of the run-folder, resume or multi-process care. What the loop uses lives beside it:
+run.py builds the run, schedule.py is the learning rate, saving.py validates and saves
+(runfolder.py is the folder), intervals.py samples and snapshots, deadline.py keeps a time
+limit, progress.py reports, signals.py stops, distributed.py joins processes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.training import distributed
+from charrnn.training import memory
+from charrnn.config import TrainConfig
+from charrnn.training.deadline import Deadline
+from charrnn.model.device import autocast, resolve_device
+from charrnn.errors import CharRNNError, PeerError
+from charrnn.model.evaluate import LN2
+from charrnn.training.intervals import at_step, prime_hint
+from charrnn.model.network import detach
+from charrnn.training.progress import Bar, LossMeter, Speed
+from charrnn.training.run import Run, prepare
+from charrnn.training.saving import finish, kept, validate_and_save
+from charrnn.training.schedule import planned_steps, progress, scheduled_rate
+from charrnn.training.signals import stop_on_signals
+
+Callback = Callable[[int, dict], bool]
+
+
+@dataclass
+class TrainResult:
+    """The figures of a finished (or stopped) run."""
+    out: Path
+    step: int
+    val_loss: float            # nats per character at the last evaluation (nan: none yet)
+    val_bpc: float             # the same in bits per character
+    best_val_loss: float
+    elapsed: float             # training seconds, over all resumed sessions
+    stopped_by: str            # "steps", "epochs", "time", "early-stop", "callback" or a
+                               # signal's name
+    limit: str = ""            # the limit that applied, in words ("600 s", "5000 steps")
+    is_main: bool = True       # False on every process but the first under torchrun
+    world_size: int = 1        # processes that trained together (torchrun)
+    prime_hint: str = ""       # a short text of the corpus to prime samples with
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by a signal (Ctrl-C, SIGTERM): the CLI exits 128 + its number."""
+        return self.stopped_by.startswith("SIG")
+
+
+def train(corpus: str, config: TrainConfig, callback: Optional[Callback] = None) -> TrainResult:
+    """Train a CharRNN on ``corpus`` (file, folder, glob or hf:DATASET) into ``config.out``.
+
+    ``callback(step, metrics)`` runs after every step with ``{"loss": ...}``, and at an
+    evaluation also the record written to metrics.jsonl (val_loss, val_bpc, train_loss, lr,
+    ...); returning True stops training as Ctrl-C does (``last`` is saved, and ``resume=True``
+    continues exactly). Raises CharRNNError for bad input and for a run that diverges (nan loss
+    or weights)."""
+    config.validate()
+    ctx, device = distributed.setup(resolve_device(config.device))  # under torchrun: join
+    together = False       # whether every process leaves at this point (no one waits)
+    try:
+        run = prepare(corpus, config, ctx, device)     # the writer holds the folder's lock
+        try:
+            _refuse_a_finished_run(run)
+            result = loop(run, callback)
+        except BaseException:
+            run.folder.release(failed=True)
+            raise
+        run.folder.release()
+        together = True
+        return result
+    except (distributed.AgreedError, PeerError):
+        together = True
+        raise
+    except Exception as err:
+        raise _one_line(err, ctx) from None
+    finally:
+        ctx.close(together)
+
+
+def _one_line(error: Exception, ctx: distributed.Context) -> Exception:
+    """An allocator's failure or, under torchrun, a collective that failed because another
+    process ended, as a one-line CharRNNError; any other error as it is."""
+    explained = memory.explain(error) or (ctx.peer_gone(error) if ctx.enabled else None)
+    return explained or error
+
+
+def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
+    """Train until a limit, a signal or the callback says stop; save and report."""
+    config, state, model, ctx = run.config, run.state, run.model, run.ctx
+    total_steps = planned_steps(config.steps, config.epochs, run.streams.num_chunks)
+    losses = LossMeter(state, run.device, every_step=callback is not None)
+    speed = Speed(run.streams.batch_size * config.seq_len * ctx.world_size)
+    bar, clock, deadline = Bar(config.progress and ctx.is_main), Clock(state.elapsed), \
+        Deadline.of(run)
+    model.train()
+    with stop_on_signals() as stop:
+        while True:
+            # Stop? A limit (a time limit keeps time for the final validation), a signal or
+            # the callback; under torchrun one decision for all (or one error for all).
+            state.elapsed = clock.read()
+            reason = _limit_reached(config, state, run.streams.num_chunks) or \
+                deadline.reason(state.elapsed) or stop.reason
+            stopped_by, state.elapsed = ctx.agree_stop(reason, stop.reason, state.elapsed)
+            if stopped_by:
+                break
+            # The learning rate for this step, from the fraction of the run done.
+            _set_rate(run, total_steps)
+            # The next chunk of every stream; a new epoch starts the streams from zeros (and,
+            # with --epoch-offset, a random shift in).
+            if state.next_chunk >= run.streams.num_chunks:
+                state.next_chunk, state.epoch, state.hidden = 0, state.epoch + 1, None
+            inputs, targets = _to_device(run.streams.chunk(state.next_chunk, state.epoch),
+                                         run.device)
+            # Forward, backward, clip, step; the hidden state carries on without its graph.
+            with autocast(run.device, config.precision):
+                logits, hidden = run.net(inputs, state.hidden)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            run.optimizer.step()
+            state.hidden = detach(hidden)
+            state.step, state.next_chunk = state.step + 1, state.next_chunk + 1
+            run.average.update(state.step)       # --ema: the weights' moving average
+            last_loss = losses.add(ctx.all_reduce_mean(loss.detach()))
+            if not math.isfinite(last_loss):
+                ctx.raise_everywhere(f"loss became {last_loss} at step {state.step}: lower "
+                                     f"--lr or --clip; {kept(run)}")
+            # Every eval_interval steps: validate, record, save best and last.
+            record = {}
+            if state.step % config.eval_interval == 0:
+                with deadline.timing():
+                    record = validate_and_save(run, losses.take_mean(), speed.value)
+            # Every --sample-every / --save-every steps: a sample, a snapshot checkpoint.
+            at_step(run, bar)
+            # Progress, and the callback's say.
+            bar.show(progress(state.step, state.elapsed, total_steps, config.time_limit),
+                     state.step, last_loss, state.val_loss, speed.tick())
+            if callback and callback(state.step, {"loss": last_loss, **record}):
+                stop.reason = "callback"
+    # A run that reached its limit ends with an evaluation; a stopped one saves `last`.
+    finish(run, stopped_by, losses, speed.value, deadline.skips(stopped_by))
+    bar.close()
+    return _result(run, stopped_by)
+
+
+def _set_rate(run: Run, total_steps: Optional[int]) -> None:
+    """Set the optimizer's rate for step ``run.state.step`` (schedule.py)."""
+    config, state = run.config, run.state
+    done = progress(state.step, state.elapsed, total_steps, config.time_limit)
+    lr = scheduled_rate(config, state.step, done)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _result(run: Run, stopped_by: str) -> TrainResult:
+    state, config = run.state, run.config
+    limit = _limits(config) if stopped_by != "early-stop" else \
+        f"{config.early_stop} evaluations without a better validation loss"
+    return TrainResult(run.folder.path, state.step, state.val_loss, state.val_loss / LN2,
+                       state.best_val_loss, state.elapsed, stopped_by, limit, run.ctx.is_main,
+                       run.ctx.world_size, prime_hint(run))
+
+
+class Clock:
+    """Training seconds: those of earlier sessions plus this one's."""
+
+    def __init__(self, before: float):
+        self.before, self.started = before, time.monotonic()
+
+    def read(self) -> float:
+        """Seconds of training so far, over all sessions."""
+        return self.before + time.monotonic() - self.started
+
+
+def _limit_reached(config: TrainConfig, state, chunks_per_epoch: int) -> Optional[str]:
+    if config.steps is not None and state.step >= config.steps:
+        return "steps"
+    if config.epochs is not None and state.step >= config.epochs * chunks_per_epoch:
+        return "epochs"
+    if config.time_limit is not None and state.elapsed >= config.time_limit:
+        return "time"
+    if config.early_stop is not None and state.evals_since_best >= config.early_stop:
+        return "early-stop"
+    return None
+
+
+def _limits(config: TrainConfig) -> str:
+    """The limits of a run in words: "5000 steps or 600 s"."""
+    limits = [f"{config.steps} steps" if config.steps else "",
+              f"{config.epochs:g} epochs" if config.epochs else "",
+              f"{config.time_limit:g} s" if config.time_limit else ""]
+    return " or ".join(limit for limit in limits if limit)
+
+
+def _refuse_a_finished_run(run: Run) -> None:
+    """--resume on a run that already reached its limits would do nothing: say so. (A time
+    limit counts as reached when no time is left to train before the final validation.)"""
+    if not run.config.resume:
+        return
+    reason = _limit_reached(run.config, run.state, run.streams.num_chunks)
+    if reason is None and run.config.time_limit is not None:
+        deadline = Deadline.of(run)
+        deadline.speak = False
+        reason = deadline.reason(run.state.elapsed)
+    if reason == "early-stop":
+        raise CharRNNError(
+            f"the run in {run.folder.path} stopped early: {run.state.evals_since_best} "
+            "evaluations without a better validation loss; pass a larger --early-stop with "
+            "--resume to train it further")
+    if reason:
+        raise CharRNNError(
+            f"the run in {run.folder.path} already reached its limit ({_limits(run.config)}; "
+            f"it trained {run.state.step} steps in {run.state.elapsed:.0f} s, counted over all "
+            "its sessions): pass a larger --steps, --epochs or --time-limit with --resume to "
+            "train it further")
+
+
+def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device):
+    if device.type == "cuda":   # pinned pages: the copies below run asynchronously
+        batch = tuple(t.pin_memory() for t in batch)
+    return tuple(t.to(device, non_blocking=True) for t in batch)
