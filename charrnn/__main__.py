@@ -1,6 +1,6 @@
 """The ``charrnn`` command (setup.py's entry point) and ``python -m charrnn``.
 
-The command line (charrnn/cli.py) needs torch, which takes a second or two to load: a Ctrl-C
+The command line (charrnn/cli/commands.py) needs torch, which takes a second or two to load: a Ctrl-C
 in that time ends with one line and status 130, as it does once the command runs.
 """
 import sys

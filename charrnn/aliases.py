@@ -28,6 +28,11 @@ OLD_PATHS = {
     "charrnn.schedule": "charrnn.training.schedule", "charrnn.finetune": "charrnn.training.finetune",
     "charrnn.config_tools": "charrnn.config",
 }
+# Names an old module re-exported from others, looked up there after its new module: the old
+# sampler gave choice's names (sample_seed, which the 0.2 README names) and SampleOptions.
+ALSO_FROM = {"charrnn.sampler": ("charrnn.sampling.choice", "charrnn.config")}
+# Names renamed in 0.3 (one meaning per name), still given under the old name at the old path.
+OLD_NAMES = {"charrnn.streams": {"Streams": "Batches"}}
 
 
 class _OldPath(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -43,9 +48,19 @@ class _OldPath(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         new = importlib.import_module(OLD_PATHS[module.__name__])
-        module.__getattr__ = lambda name: getattr(new, name)
-        module.__dir__ = lambda: dir(new)
+        also = [importlib.import_module(name) for name in ALSO_FROM.get(module.__name__, ())]
+        renamed = OLD_NAMES.get(module.__name__, {})
+        module.__getattr__ = lambda name: _first(renamed.get(name, name), [new, *also])
+        module.__dir__ = lambda: sorted({name for source in [new, *also] for name in dir(source)})
         module.__doc__ = f"The pre-0.3 path of {new.__name__} (charrnn/aliases.py)."
+
+
+def _first(name: str, sources: list):
+    """``name`` of the first module in ``sources`` that has it. Raises AttributeError."""
+    for source in sources:
+        if hasattr(source, name):
+            return getattr(source, name)
+    raise AttributeError(f"module {sources[0].__name__!r} has no attribute {name!r}")
 
 
 def install() -> None:

@@ -7,6 +7,11 @@
 
 Loading and sampling import neither the trainer nor torch.distributed's wrappers: ``train``
 imports the training stack when it is called.
+
+The settings are the dataclasses of charrnn/config.py (ModelConfig, TrainConfig, SampleConfig,
+...), and ``declared(cls)`` lists the options a class declares (name, type, default, help,
+range; charrnn/options.py): the command line builds every flag and its --help from it, and a
+script may too. A finished run's ``TrainResult`` says why it stopped (``stop_reason``).
 """
 from __future__ import annotations
 
@@ -20,19 +25,20 @@ import numpy as np
 import torch
 
 from charrnn.model.checkpoint import find_checkpoint, load_checkpoint, read_config
-from charrnn.config import (ExportConfig, ModelConfig, NoveltyConfig, ReportConfig, SampleConfig,
-                     ServeConfig, TrainConfig)
+from charrnn.config import (CACHE_DIR, ExportConfig, ModelConfig, NoveltyConfig, ReportConfig,
+                            SampleConfig, ServeConfig, TrainConfig)
 from charrnn.data.corpus import Corpus
 from charrnn.model.device import resolve_device, warn_if_bf16_is_emulated
 from charrnn.errors import CharRNNError, note
-from charrnn.model.evaluate import LN2, eval_streams, evaluate
+from charrnn.model.evaluate import LN2, eval_batches, evaluate
 from charrnn.model.network import CharRNN
 from charrnn.insight.novelty import TrainingText
-from charrnn.options import declared, did_you_mean
+from charrnn.options import declared, reject_unknown
 from charrnn.training.presets import PRESETS, preset
 from charrnn.sampling.sampler import generate, stream
 from charrnn.data.tokenizer import CharTokenizer
 from charrnn.training.launch import train_config, train_run
+from charrnn.training.runfolder import SAMPLES
 from charrnn.version import __version__
 
 if TYPE_CHECKING:
@@ -55,10 +61,18 @@ class Evaluation:
 
 
 class Model:
-    """A trained CharRNN with its tokenizer and the configuration it was saved with."""
+    """A trained CharRNN (``net``) with its tokenizer and ``saved_config``, the config.json dict
+    it was saved with (model, train, metrics, versions; see charrnn/model/checkpoint.py)."""
 
-    def __init__(self, net: CharRNN, tokenizer: CharTokenizer, config: Optional[dict] = None):
-        self.net, self.tokenizer, self.config = net, tokenizer, config or {}
+    def __init__(self, net: CharRNN, tokenizer: CharTokenizer,
+                 saved_config: Optional[dict] = None):
+        self.net, self.tokenizer, self.saved_config = net, tokenizer, saved_config or {}
+
+    @property
+    def config(self) -> dict:
+        """``saved_config`` under its pre-0.3 name, read-only (every other ``.config`` in
+        charrnn is a dataclass; this one is the checkpoint's config.json dict)."""
+        return self.saved_config
 
     @property
     def device(self) -> torch.device:
@@ -92,7 +106,7 @@ class Model:
 
     def export(self, out: Union[str, Path], format: str = "onnx", force: bool = False):
         """Write the model to the folder ``out`` in ``format`` (onnx: model.onnx, tokenizer.json,
-        charrnn.json; see charrnn/export.py) after checking it against PyTorch; returns the
+        charrnn.json; see charrnn/export/onnx.py) after checking it against PyTorch; returns the
         parity figures (an export.Parity: max_logit_diff, max_tv). Raises CharRNNError when
         parity is out of tolerance (nothing is written unless ``force``) or ``out`` holds
         something else."""
@@ -106,11 +120,7 @@ class Model:
             if "num_samples" in options:
                 raise CharRNNError("give num_samples or its old name n, not both")
             options["num_samples"] = options.pop("n")
-        known = [f.name for f in dataclasses.fields(SampleConfig)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise CharRNNError(f"unknown sampling option {unknown[0]!r}"
-                               f"{did_you_mean(unknown[0], known)}: use {', '.join(known)}")
+        reject_unknown("sampling", options, [f.name for f in dataclasses.fields(SampleConfig)])
         config = dataclasses.replace(config or SampleConfig(), **options)
         if config.precision == "bf16":
             warn_if_bf16_is_emulated(self.device, "sampling")
@@ -119,11 +129,15 @@ class Model:
     def evaluate(self, text: str, seq_len: int = 256) -> tuple[float, float]:
         """(loss in nats per character, bits per character) of predicting ``text``, hidden
         state carried. Raises CharRNNError for a text under 2 characters."""
-        if len(text) < 2:
-            raise CharRNNError("text to evaluate needs at least 2 characters")
-        ids = self.tokenizer.encode(text)
-        loss = evaluate(self.net, eval_streams(ids, min(seq_len, len(ids) - 1)), self.device)
+        loss = self._loss(self.tokenizer.encode(text), seq_len)
         return loss, loss / LN2
+
+    def _loss(self, ids: np.ndarray, seq_len: int) -> float:
+        """Nats per character of predicting ``ids`` (``evaluate``, chunks of at most
+        ``seq_len``). Raises CharRNNError for fewer than 2 ids."""
+        if len(ids) < 2:
+            raise CharRNNError("text to evaluate needs at least 2 characters")
+        return evaluate(self.net, eval_batches(ids, min(seq_len, len(ids) - 1)), self.device)
 
     def evaluate_file(self, path: str, encoding: Optional[str] = None,
                       errors: Optional[str] = None,
@@ -134,14 +148,10 @@ class Model:
         grow with the size of the text. Raises CharRNNError."""
         # Imported here: loading and sampling never need the cache.
         from charrnn.data.cache import load_ids, scan
-        train = self.config.get("train") or {}
-        corpus = Corpus(path, encoding or train.get("encoding", "utf-8"),
-                        errors or train.get("errors", "strict"))
+        corpus = Corpus(path, *self._encoding(encoding, errors))
         info = scan(corpus)
-        _, ids = load_ids(corpus, self.tokenizer, cache_dir or TrainConfig.cache_dir, info=info)
-        if len(ids) < 2:
-            raise CharRNNError("text to evaluate needs at least 2 characters")
-        loss = evaluate(self.net, eval_streams(ids, min(256, len(ids) - 1)), self.device)
+        _, ids = load_ids(corpus, self.tokenizer, cache_dir or CACHE_DIR, info=info)
+        loss = self._loss(ids, 256)
         seen = "".join(chr(codepoint) for codepoint in np.flatnonzero(info.counts))
         return Evaluation(loss, loss / LN2, len(ids), self.tokenizer.unknown_chars(seen))
 
@@ -149,7 +159,7 @@ class Model:
                title: Optional[str] = None, **options: Any) -> "ReportSummary":
         """Write the HTML report of this model over ``text`` to ``path``: surprisal with the
         top-5 guesses, the neuron browser with the units most correlated with properties of
-        the text, the gradient-norm curve (charrnn/report.py). ``options`` are ReportConfig's
+        the text, the gradient-norm curve (charrnn/insight/report.py). ``options`` are ReportConfig's
         fields (max_chars, layer, unit, state, gradient_steps), or pass a whole ``config``.
         Returns a ReportSummary; its notes (a cut text, unknown characters) are also printed
         as notes. Raises CharRNNError (OptionError for a layer/unit/state the model lacks)."""
@@ -173,19 +183,19 @@ class Model:
             raise CharRNNError(f"{textfile} is empty: give it some text")
         return self.report(text, path, config, title=f"charrnn report: {Path(textfile).name}")
 
-    def training_text(self, corpus: Optional[str] = None, cache_dir: str = "data/cache"
+    def training_text(self, corpus: Optional[str] = None, cache_dir: str = CACHE_DIR
                       ) -> "TrainingText":
         """The training split of the model's corpus, indexed for the memorisation check
-        (charrnn/novelty.py): the corpus the run recorded (checked against its digest) or
+        (charrnn/insight/novelty.py): the corpus the run recorded (checked against its digest) or
         ``corpus``; ids and index cached in ``cache_dir``. Its ``check(texts, prime, lines)``
         checks samples. Raises CharRNNError when the corpus cannot be found or has changed."""
-        found = TrainingText(self.config, self.tokenizer, corpus, cache_dir)
+        found = TrainingText(self.saved_config, self.tokenizer, corpus, cache_dir)
         for line in found.notes:
             note(line)
         return found
 
     def novelty(self, texts: Union[str, list], prime: str = "", corpus: Optional[str] = None,
-                cache_dir: str = "data/cache", lines: bool = False) -> "Novelty":
+                cache_dir: str = CACHE_DIR, lines: bool = False) -> "Novelty":
         """The memorisation check of samples ``texts`` (as ``generate`` returns them: ``prime``
         followed by generated text): for each, the longest span found verbatim in the
         training split of the model's corpus and the share of characters in copied spans of
@@ -196,29 +206,27 @@ class Model:
         return self.training_text(corpus, cache_dir).check(texts, prime, lines)
 
     def _encoding(self, encoding: Optional[str], errors: Optional[str]) -> tuple[str, str]:
-        train = self.config.get("train") or {}
+        """(encoding, errors): the ones given, else those the model was trained with."""
+        train = self.saved_config.get("train") or {}
         return encoding or train.get("encoding", "utf-8"), errors or train.get("errors", "strict")
 
 
 def _report_config(config: Optional[ReportConfig], options: dict) -> ReportConfig:
     """``config`` (or the defaults) with ``options`` set, checked. Raises CharRNNError."""
-    names = [f.name for f in dataclasses.fields(ReportConfig)]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise CharRNNError(f"unknown report option {unknown[0]!r}: use {', '.join(names)}")
+    reject_unknown("report", options, [f.name for f in dataclasses.fields(ReportConfig)])
     return dataclasses.replace(config or ReportConfig(), **options).validate()
 
 
 def load(path: Union[str, Path], device: str = "auto") -> Model:
     """A checkpoint folder, or a training run's folder (its best model), on ``device``.
     May clean up the leftovers of an interrupted save. Raises CharRNNError."""
-    net, tokenizer, config = load_checkpoint(path, resolve_device(device))
-    return Model(net, tokenizer, config)
+    net, tokenizer, saved = load_checkpoint(path, resolve_device(device))
+    return Model(net, tokenizer, saved)
 
 
 def plot_runs(runs: list, out: Union[str, Path]) -> Path:
     """Compare training runs (run folders) in one PNG chart at ``out``: loss in bits/char
-    against step and against time (charrnn/plots.py). Raises CharRNNError."""
+    against step and against time (charrnn/insight/plots.py). Raises CharRNNError."""
     from charrnn.insight import plots   # lazily: matplotlib is slow to import and sampling never needs it
     return plots.plot_runs(runs, out)
 
@@ -234,7 +242,7 @@ def last_sample(checkpoint: Union[str, Path]) -> Optional[dict]:
     ``checkpoint`` (best/, last/ or a snapshot; see ``checkpoint_info``), or None: the sample
     taken at the latest --sample-every step (keys step, val_loss, prime, temperature, seed,
     text). Lines cut short by a crash are skipped."""
-    path = Path(checkpoint).parent / "samples.jsonl"
+    path = Path(checkpoint).parent / SAMPLES
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -264,15 +272,15 @@ def train(corpus: str, config: Optional[TrainConfig] = None,
 
 def serve(checkpoint: Union[str, Path], settings: Optional[ServeConfig] = None,
           ready: Callable[[str], None] = print) -> None:
-    """Serve the model in ``checkpoint`` over HTTP until SIGINT or SIGTERM (charrnn/serve.py,
-    charrnn/server.py); ``ready(url)`` is called once it listens (port 0: a free port).
+    """Serve the model in ``checkpoint`` over HTTP until SIGINT or SIGTERM (charrnn/serve/app.py,
+    charrnn/serve/server.py); ``ready(url)`` is called once it listens (port 0: a free port).
     Raises CharRNNError for a bad setting or checkpoint, or an address it cannot bind."""
     settings = (settings or ServeConfig()).validate()
     folder, _ = checkpoint_info(checkpoint)
     device = resolve_device(settings.device)
     if settings.precision == "bf16":
         warn_if_bf16_is_emulated(device, "sampling")
-    net, tokenizer, config = load_checkpoint(folder, device)
+    net, tokenizer, saved = load_checkpoint(folder, device)
     # Imported here, not above: `import charrnn` must not load FastAPI and uvicorn.
-    from charrnn.serve.server import run
-    run(net, tokenizer, {"folder": str(folder), "config": config}, settings, ready)
+    from charrnn.serve.server import serve_until_stopped
+    serve_until_stopped(net, tokenizer, {"folder": str(folder), "config": saved}, settings, ready)

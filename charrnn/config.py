@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from charrnn import options
 from charrnn.errors import CharRNNError, OptionError
@@ -21,6 +21,7 @@ SEED_MAX = 2**63 - 1
 # ModelConfig's regularisers (and how dropout draws its mask): not the shape, so a fine-tune
 # (--init-from) takes its own, whatever the source was trained with.
 REGULARISERS = ("dropout", "locked_dropout", "input_dropout", "weight_drop", "dropout_mask")
+CACHE_DIR = "data/cache"  # token ids and corpus indexes (--cache-dir), relative to the cwd
 VAL_CHARS = 120_000     # > tinyshakespeare's validation split (111,539): benchmarks compare
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 
@@ -133,7 +134,7 @@ class TrainConfig:
                             "else fp32.", choices=("auto", "fp32", "bf16"))
     seed: int = option(1337, "Seed of the weights, dropout and data order.", low=0,
                        high=SEED_MAX)
-    cache_dir: str = option("data/cache", "Where token ids are cached.")
+    cache_dir: str = option(CACHE_DIR, "Where token ids are cached.")
     overwrite: bool = option(False, "Replace the model already in --out.")
     resume: bool = option(False, "Continue the run in --out from its last checkpoint.")
     head_bias: str = option("default", "The output layer's initial bias for a new model: "
@@ -253,7 +254,7 @@ class NoveltyConfig:
     training text and caches its index."""
     corpus: Optional[str] = option(None, "The run's training text, when it has moved (default: "
                                    "the corpus the run recorded, checked against its digest).")
-    cache_dir: str = option("data/cache", "Where token ids and the corpus index are cached.")
+    cache_dir: str = option(CACHE_DIR, "Where token ids and the corpus index are cached.")
 
     def validate(self) -> "NoveltyConfig":
         options.check(self)
@@ -262,7 +263,7 @@ class NoveltyConfig:
 
 @dataclass
 class ServeConfig:
-    """How ``charrnn serve`` serves a model over HTTP (charrnn/serve.py)."""
+    """How ``charrnn serve`` serves a model over HTTP (charrnn/serve/app.py)."""
     host: str = option("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).")
     port: int = option(8000, "Port to listen on (0: a free one; the port bound is printed).",
                        low=0, high=65535)
@@ -289,7 +290,7 @@ class ServeConfig:
 
 @dataclass
 class ExportConfig:
-    """What ``charrnn export`` writes (charrnn/export.py)."""
+    """What ``charrnn export`` writes (charrnn/export/onnx.py)."""
     out: Optional[str] = option(None, "Folder to write the exported model to (required).")
     format: str = option("onnx", "Export format.", choices=("onnx",))
     force: bool = option(False, "Keep the export even when its parity check fails.")

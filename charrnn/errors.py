@@ -1,9 +1,11 @@
 """The exception types charrnn raises for problems a user can fix, and how it prints: its
-one-line notes, and output that fails (a closed pipe, a full disk) as one error."""
+one-line notes, and output that fails (a closed pipe, a full disk) as one error. Also the
+import of an optional extra's package, which fails as one such error (optional_import)."""
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import os
 import sys
 
@@ -75,3 +77,20 @@ def silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):     # no file descriptor (a test runner's stream)
         pass
+
+
+def optional_import(module: str, extra: str, user: str):
+    """``importlib.import_module(module)`` for a part of charrnn that needs setup.py's extra
+    ``extra`` (``user`` names that part, as in "charrnn serve").
+
+    Raises CharRNNError "<user> needs the <extra> extra: pip install -e '.[<extra>]'" when
+    ``module``'s own package is not installed, so the CLI prints one line and the API raises a
+    clear error. Any other import error (a broken install, a dependency of ``module`` missing)
+    propagates as it is: the hint would send the user to fix the wrong thing."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module.partition(".")[0]:     # its package is there: not the extra
+            raise
+        raise CharRNNError(f"{user} needs the {extra} extra: "
+                           f"pip install -e '.[{extra}]'") from None

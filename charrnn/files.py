@@ -4,7 +4,8 @@ new one, never half of one. Used by checkpoints (folders), the token cache and m
 A file is written to a temporary name beside it and renamed over it (``os.replace`` is atomic
 on POSIX and Windows). A folder cannot be renamed over a non-empty one, so the old folder is
 moved aside first (``.old-NAME-PID``) and the new one (``.tmp-NAME-PID``) renamed into place;
-``recover`` undoes a crash between those two renames on the next load.
+``undo_interrupted_swaps`` undoes a crash between those two renames on the next load
+(charrnn/model/checkpoint.py's ``recover`` calls it for a checkpoint's parent folder).
 """
 from __future__ import annotations
 
@@ -62,13 +63,15 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
         for name in os.listdir(tmp):
             fsync(tmp / name)
         _swap_into_place(tmp, folder)
-    except Exception:      # (an interrupt leaves the temp folder, as a kill does: recover())
+    except Exception:      # (an interrupt leaves the temp folder, as a kill does: see
+                           # undo_interrupted_swaps)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def _swap_into_place(tmp: Path, folder: Path) -> None:
-    # A crash between the two renames leaves `.old-<name>-<pid>`, which recover() puts back.
+    # A crash between the two renames leaves `.old-<name>-<pid>`, which
+    # undo_interrupted_swaps() puts back.
     old = folder.with_name(f"{OLD}{folder.name}-{os.getpid()}")
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)   # a stale leftover of an earlier process
@@ -83,7 +86,8 @@ def _swap_into_place(tmp: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def recover(parent: Path, allowed: Iterable[str], complete: Iterable[str]) -> None:
+def undo_interrupted_swaps(parent: Path, allowed: Iterable[str],
+                           complete: Iterable[str]) -> None:
     """Undo folder swaps interrupted by a crash inside ``parent``: put a moved-aside folder back
     when its replacement never arrived (if it holds every name in ``complete``), drop
     half-written temporary folders.

@@ -3,7 +3,7 @@
     lr: float = option(3e-3, "Peak learning rate.", low=0, low_open=True)
 
 ``check`` validates every declared field of a config (type, finiteness, range, choices) and the
-CLI builds its click options from the same declarations (charrnn/cli.py), so a new option is
+CLI builds its click options from the same declarations (charrnn/cli/commands.py), so a new option is
 one line in one place, and tests can iterate over ``declared(cls)``.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from charrnn.errors import OptionError
+from charrnn.errors import CharRNNError, OptionError
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,18 @@ def did_you_mean(name: str, known) -> str:
     for a mistyped one; "" when none is close."""
     close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def reject_unknown(kind: str, given, known, list_known: bool = True) -> None:
+    """Raise CharRNNError for the first (in sorted order) of the names ``given`` that is not in
+    ``known``: "unknown sampling option 'temprature' (did you mean 'temperature'?): use length,
+    ..." (``kind`` is "sampling"; ``list_known`` False leaves out a list too long to read)."""
+    known = list(known)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        listed = f": use {', '.join(known)}" if list_known else ""
+        raise CharRNNError(f"unknown {kind} option {unknown[0]!r}"
+                           f"{did_you_mean(unknown[0], known)}{listed}")
 
 
 def _within(value: float, spec: Spec) -> bool:

@@ -38,3 +38,11 @@ def test_the_readme_lines_work_in_a_new_interpreter(trained):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("'the")
+
+
+def test_model_config_is_the_saved_config_under_its_old_name_and_read_only(trained):
+    model = charrnn.load(trained)
+    assert model.saved_config["format"] == "charrnn"
+    assert model.config is model.saved_config
+    with pytest.raises(AttributeError):
+        model.config = {}

@@ -1,4 +1,4 @@
-"""The weights' moving average (charrnn/average.py, --ema): the update, the swap in and out,
+"""The weights' moving average (charrnn/training/average.py, --ema): the update, the swap in and out,
 and the rule that the average is the model (validation, best/, last/, samples) while
 trainer_state.pt keeps the raw weights so that --resume stays exact."""
 import json

@@ -1,4 +1,4 @@
-"""The CPU's bf16 support decides the precisions (charrnn/device.py); CHARRNN_NATIVE_BF16
+"""The CPU's bf16 support decides the precisions (charrnn/model/device.py); CHARRNN_NATIVE_BF16
 stands in for another CPU, so that both kinds are tested on whichever this one is."""
 import pytest
 import torch

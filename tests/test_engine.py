@@ -35,7 +35,7 @@ def test_a_request_gives_the_same_text_alone_or_among_63_others(cell):
     model = _untrained(cell)
     alone = Engine(model, TOKENIZER, max_batch=64)
     target = alone.submit(Request("bad ", SampleConfig(**TARGET)))
-    alone.run()
+    alone.step_until_done()
     crowd = Engine(model, TOKENIZER, max_batch=64)
     others = [crowd.submit(r) for r in _others(40)]
     for _ in range(5):                      # the target joins a batch already running
@@ -44,7 +44,7 @@ def test_a_request_gives_the_same_text_alone_or_among_63_others(cell):
     for request in _others(23):             # and more join while it runs
         crowd.submit(request)
         crowd.step()
-    crowd.run()
+    crowd.step_until_done()
     assert target.stopped == again.stopped == ["length"]
     assert again.result() == target.result()
     assert target.result() == generate(model, TOKENIZER, "bad ", SampleConfig(**TARGET))
@@ -58,7 +58,7 @@ def test_idle_rows_padding_the_batch_give_the_same_texts():
     for pad in (False, True):
         engine = Engine(model, TOKENIZER, max_batch=16, pad=pad)
         requests = [engine.submit(r) for r in _others(12)]
-        engine.run()
+        engine.step_until_done()
         texts.append([r.result() for r in requests])
     assert texts[0] == texts[1]
 
@@ -75,7 +75,7 @@ def test_rows_leave_when_done_and_waiting_requests_take_their_slots():
     assert short.done.is_set() and not waiting.done.is_set()
     engine.step()
     assert engine.load() == (3, 0)
-    engine.run()
+    engine.step_until_done()
     assert [len(t) for t in waiting.texts + long.texts] == [5, 5, 30]
     assert waiting.result() == generate(model, TOKENIZER, "a",
                                         SampleConfig(length=5, num_samples=2, seed=3))
@@ -94,7 +94,7 @@ def test_a_cancelled_request_frees_its_slot_at_the_next_step():
     engine.step()
     assert first.done.is_set() and first.stopped == ["cancelled"] and len(first.texts[0]) == 3
     assert engine.load() == (1, 0)           # the waiting request runs in the freed slot
-    engine.run()
+    engine.step_until_done()
     assert second.stopped == ["length"]
 
 
@@ -114,7 +114,7 @@ def test_a_long_prime_does_not_stall_the_running_rows():
         steps += 1
         assert len(running.texts[0]) == 1 + steps
     assert steps == -(-(len(prime) - 1 - PREFILL) // PRIME_CHUNK) + PREFILL
-    engine.run()
+    engine.step_until_done()
     assert late.result() == generate(model, TOKENIZER, prime, SampleConfig(length=5, seed=2))
 
 
@@ -141,7 +141,7 @@ def test_a_callback_that_raises_ends_its_request_only():
 
     bad = engine.submit(Request("a", SampleConfig(length=20, seed=1), on_text=broken))
     good = engine.submit(Request("a", SampleConfig(length=20, seed=2)))
-    engine.run()
+    engine.step_until_done()
     with pytest.raises(BrokenPipeError, match="the reader went away"):
         bad.result()
     assert bad.stopped == ["cancelled"] and len(good.result()[0]) == 21

@@ -1,4 +1,4 @@
-"""Fine-tuning (charrnn/finetune.py): --init-from starts a new run from another model's weights,
+"""Fine-tuning (charrnn/training/finetune.py): --init-from starts a new run from another model's weights,
 the vocabulary grows by the new corpus's characters with every old id and prediction kept,
 --vocab keep maps them to <unk>, and --resume refuses them."""
 import json

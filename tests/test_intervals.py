@@ -1,4 +1,4 @@
-"""What a run does besides training (charrnn/intervals.py, trainer.py): early stopping, samples
+"""What a run does besides training (charrnn/training/intervals.py, trainer.py): early stopping, samples
 in samples.jsonl, snapshot checkpoints step-NNNNNN/, and the validation metrics passed to the
 callback."""
 import json

@@ -17,7 +17,7 @@ from charrnn.serve.server import bind
 def page_server(trained):
     """The app on uvicorn in a thread, on a free port of 127.0.0.1; stopped at the end."""
     model = charrnn.load(trained, device="cpu")
-    app = create_app(model.net, model.tokenizer, {"folder": "run", "config": model.config},
+    app = create_app(model.net, model.tokenizer, {"folder": "run", "config": model.saved_config},
                      ServeConfig(port=0))
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

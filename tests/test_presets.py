@@ -1,4 +1,4 @@
-"""The rule behind --preset auto (charrnn/presets.py resolve_defaults) and its wiring into
+"""The rule behind --preset auto (charrnn/training/presets.py resolve_defaults) and its wiring into
 train_config and the CLI."""
 import json
 
@@ -16,8 +16,9 @@ LADDER = [name for name, _ in CPU_LADDER]
 
 def auto(time_limit=None, steps=None, epochs=None, device="cpu", chars=SHAKESPEARE, vocab=65,
          fine_tune=False, bf16=True, **more):
-    return resolve_defaults(time_limit, steps, epochs, device, chars, vocab, fine_tune, bf16,
-                            **more)
+    return resolve_defaults(time_limit=time_limit, steps=steps, epochs=epochs, device_type=device,
+                            corpus_chars=chars, vocab_size=vocab, fine_tune=fine_tune,
+                            native_bf16=bf16, **more)
 
 
 @pytest.mark.parametrize("given, expected", [

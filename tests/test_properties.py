@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis): the tokenizer on arbitrary Unicode, stream batching."""
+"""Property-based tests (hypothesis): the tokenizer on arbitrary Unicode, TBPTT batches."""
 from __future__ import annotations
 
 import tempfile
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from charrnn import CharRNNError
-from charrnn.data.batches import Streams, split_train_val
+from charrnn.data.batches import Batches, split_train_val
 from charrnn.data.tokenizer import UNK_ID, CharTokenizer
 
 QUICK = settings(max_examples=50, deadline=None)
@@ -56,26 +56,26 @@ def test_saved_tokenizer_json_loads_with_the_same_ids(text):
 @QUICK
 @given(length=st.integers(2, 2000), batch=st.integers(1, 6), seq_len=st.integers(4, 40),
        world=st.integers(1, 3), seed=st.integers(0, 2**16))
-def test_stream_batching(length, batch, seq_len, world, seed):
+def test_tbptt_batches(length, batch, seq_len, world, seed):
     # Position-revealing ids: ids[p] = p. Random ids as well, for the shift property.
     positions = np.arange(length)
     ids = np.random.default_rng(seed).integers(0, 60_000, length).astype(np.uint16)
     event("too short" if (length - 1) // (batch * world) < seq_len else "batched")
     if (length - 1) // (batch * world) < seq_len:
         with pytest.raises(CharRNNError, match="too short"):
-            Streams(positions, batch * world, seq_len)
+            Batches(positions, batch * world, seq_len)
         return
-    whole = Streams(positions, batch * world, seq_len)
-    random_streams = Streams(ids, batch * world, seq_len)
-    ranks = [Streams(positions, batch, seq_len, rank=r, world_size=world) for r in range(world)]
-    assert whole.num_chunks * seq_len <= whole.stream_len < (whole.num_chunks + 1) * seq_len
+    whole = Batches(positions, batch * world, seq_len)
+    random_batches = Batches(ids, batch * world, seq_len)
+    ranks = [Batches(positions, batch, seq_len, rank=r, world_size=world) for r in range(world)]
+    assert whole.num_chunks * seq_len <= whole.row_len < (whole.num_chunks + 1) * seq_len
     rows = []
     for i in range(whole.num_chunks_with_tail):
         inputs, targets = whole.chunk(i)
         full = i < whole.num_chunks
-        assert inputs.shape == (batch * world, seq_len if full else whole.stream_len % seq_len)
+        assert inputs.shape == (batch * world, seq_len if full else whole.row_len % seq_len)
         assert (targets == inputs + 1).all()             # targets: the next character
-        x, y = random_streams.chunk(i)
+        x, y = random_batches.chunk(i)
         where = inputs.numpy()
         assert (x.numpy() == ids[where]).all() and (y.numpy() == ids[where + 1]).all()
         # Every rank's rows, in rank order, are exactly the single-process batch.
@@ -85,8 +85,8 @@ def test_stream_batching(length, batch, seq_len, world, seed):
     # Chunk i+1 continues chunk i in every row; each row is one contiguous stretch of the text,
     # and the rows follow each other.
     rows = np.concatenate(rows, axis=1)
-    starts = np.arange(batch * world) * whole.stream_len
-    assert (rows == starts[:, None] + np.arange(whole.stream_len)).all()
+    starts = np.arange(batch * world) * whole.row_len
+    assert (rows == starts[:, None] + np.arange(whole.row_len)).all()
 
 
 @QUICK

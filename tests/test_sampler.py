@@ -9,7 +9,8 @@ import torch
 import charrnn
 from charrnn import CharRNN, CharRNNError, CharTokenizer, ModelConfig
 from charrnn.config import SEED_MAX, SampleConfig
-from charrnn.sampling.sampler import UNIFORM_BLOCK, RowUniforms, generate, sample_next, sample_seed
+from charrnn.sampling.choice import UNIFORM_BLOCK, RowUniforms, sample_next, sample_seed
+from charrnn.sampling.sampler import generate
 from charrnn.data.tokenizer import UNK_ID
 
 TOKENIZER = CharTokenizer("abcdefghij \n")   # ids 1..12; 0 is <unk>
@@ -300,7 +301,7 @@ def test_a_trained_checkpoint_samples_through_the_api(trained):
 def test_each_row_may_have_its_own_options():
     """sample_rows, which the engine runs: row i's id is what sample_next gives for row i
     alone with row i's options, whatever the other rows ask for."""
-    from charrnn.sampling.sampler import RowOptions, sample_rows
+    from charrnn.sampling.choice import RowOptions, sample_rows
     kinds = [SampleConfig(), SampleConfig(greedy=True), SampleConfig(temperature=0.3),
              SampleConfig(top_k=2), SampleConfig(top_p=0.5),
              SampleConfig(temperature=1.5, top_k=5, top_p=0.8, greedy=False)]

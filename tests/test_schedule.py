@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from charrnn.training.schedule import SCHEDULES, decay, learning_rate, planned_steps, progress
+from charrnn.config import SCHEDULES
+from charrnn.training.schedule import decay, fraction_done, learning_rate, planned_steps
 
 
 def test_warmup_rises_linearly_to_the_peak():
@@ -25,17 +26,17 @@ def test_no_warmup_starts_at_the_peak():
 
 
 def test_progress_follows_steps_or_time_whichever_is_further():
-    assert progress(50, 10.0, 100, None) == 0.5
-    assert progress(50, 30.0, 100, 40.0) == 0.75
-    assert progress(90, 30.0, 100, 40.0) == 0.9
-    assert progress(5, 1.0, None, None) == 0.0
+    assert fraction_done(50, 10.0, 100, None) == 0.5
+    assert fraction_done(50, 30.0, 100, 40.0) == 0.75
+    assert fraction_done(90, 30.0, 100, 40.0) == 0.9
+    assert fraction_done(5, 1.0, None, None) == 0.0
 
 
 def test_a_time_limited_run_reaches_the_floor_at_the_limit():
     limit = 60.0
-    at_limit = learning_rate(1234, progress(1234, limit, None, limit), 1.0, 100, 0.1)
+    at_limit = learning_rate(1234, fraction_done(1234, limit, None, limit), 1.0, 100, 0.1)
     assert at_limit == pytest.approx(0.1)
-    beyond = progress(2000, 75.0, None, limit)
+    beyond = fraction_done(2000, 75.0, None, limit)
     assert beyond == 1.0
 
 

@@ -17,7 +17,7 @@ BASE = "http://127.0.0.1:8000"
 
 def _app(trained, **settings):
     model = charrnn.load(trained, device="cpu")
-    checkpoint = {"folder": str(trained), "config": model.config}
+    checkpoint = {"folder": str(trained), "config": model.saved_config}
     return model, create_app(model.net, model.tokenizer, checkpoint,
                              ServeConfig(**{"max_length": 500, **settings}))
 
@@ -142,7 +142,7 @@ def test_info_health_openapi_and_the_page(served):
     model, client = served
     info = client.get("/v1/info").json()
     assert info["model"]["cell"] == "lstm" and info["vocabulary"] == "".join(model.tokenizer.chars)
-    assert info["metrics"]["val_loss"] == model.config["metrics"]["val_loss"]
+    assert info["metrics"]["val_loss"] == model.saved_config["metrics"]["val_loss"]
     assert info["sampling"]["defaults"]["temperature"] == 1.0
     assert info["limits"] == {"max_batch": 8, "max_queue": 64, "max_length": 500,
                               "max_body": 2048}

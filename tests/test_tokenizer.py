@@ -97,3 +97,9 @@ def test_extending_across_256_ids_widens_the_id_type():
     new = old.extended("äöü")
     assert (old.dtype, new.dtype) == (np.uint8, np.uint16)
     assert new.encode("ü" + chr(0x100)).tolist() == [258, 1]
+
+
+def test_listed_chars_names_the_first_few_and_counts_the_rest():
+    from charrnn.data.tokenizer import listed_chars
+    assert listed_chars(["é", "\n"]) == "'é', '\\n'"
+    assert listed_chars(list("abcd"), most=2) == "'a', 'b' and 2 more"

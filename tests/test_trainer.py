@@ -24,6 +24,18 @@ def test_training_lowers_validation_loss_and_reports_bpc(corpus, tmp_path):
     assert records[-1]["val_loss"] < records[0]["val_loss"] < math.log(30)
     assert result.val_bpc == pytest.approx(result.val_loss / math.log(2))
     assert result.stopped_by == "steps"
+    assert result.reached_limit and result.stop_reason == "the step limit"
+
+
+def test_a_signal_or_the_callback_is_no_limit_and_a_signal_names_itself():
+    from charrnn.training.trainer import TrainResult
+    def stopped(by):
+        return TrainResult(out=".", step=1, val_loss=math.nan, val_bpc=math.nan,
+                           best_val_loss=math.inf, elapsed=1.0, stopped_by=by)
+    assert stopped("early-stop").reached_limit
+    assert stopped("early-stop").stop_reason == "early stopping"
+    assert not stopped("callback").reached_limit and not stopped("SIGTERM").reached_limit
+    assert stopped("SIGTERM").stop_reason == "SIGTERM" and stopped("SIGTERM").interrupted
 
 
 def test_same_seed_gives_the_same_weights(corpus, tmp_path):

@@ -1,4 +1,4 @@
-"""Text properties, correlations and the 8-bit storage of activations (charrnn/units.py)."""
+"""Text properties, correlations and the 8-bit storage of activations (charrnn/insight/units.py)."""
 import numpy as np
 import pytest
 

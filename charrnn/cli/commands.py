@@ -1,8 +1,8 @@
 """The command line: a thin click layer over the Python API (charrnn/api.py).
 
 Options are generated from the declarations in charrnn/config.py (``api.declared``): adding a
-field there adds its flag here, with its help, type and choices (charrnn/cli_base.py). Training,
-sampling and evaluating are here; viz, plot, novelty, serve and export in charrnn/cli_tools.py.
+field there adds its flag here, with its help, type and choices (declare.py). Training,
+sampling and evaluating are here; viz, plot, novelty, serve and export in tools.py.
 """
 from __future__ import annotations
 
@@ -56,16 +56,10 @@ def train(corpus, preset_name, sample_length, out, resume, **options):
         echo(f"--- sample more with: {_sample_command(result)}")
 
 
-STOPPED = {"steps": "the step limit", "epochs": "the epoch limit", "time": "the time limit",
-           "early-stop": "early stopping", "callback": "the callback"}
-
-
 def _summary(result) -> str:
-    why = f"stopped by {STOPPED.get(result.stopped_by, result.stopped_by)}" + \
-        (f" ({result.limit})" if result.stopped_by in ("steps", "epochs", "time", "early-stop")
-         else "")
-    limited = result.stopped_by in ("steps", "epochs", "time", "early-stop")
-    if result.val_loss == result.val_loss and not limited:   # stopped between validations
+    why = f"stopped by {result.stop_reason}" + \
+        (f" ({result.limit})" if result.reached_limit else "")
+    if result.val_loss == result.val_loss and not result.reached_limit:   # between validations
         return (f"step {result.step} after {result.elapsed:.0f}s, {why}; the last validation "
                 f"gave val loss {result.val_loss:.4f} nats/char, {result.val_bpc:.4f} "
                 f"bits/char (best {result.best_val_loss:.4f}); model in {result.out}")

@@ -1,4 +1,4 @@
-"""The command line's machinery (charrnn/cli.py has the commands): every failure a user can
+"""The command line's machinery (charrnn/cli/commands.py has the commands): every failure a user can
 cause as one line ``error: ...`` and a non-zero exit, options generated from the declarations
 in charrnn/config.py (a field there is a flag here, with its help, type and choices), and text
 from the command line read as UTF-8 whatever the locale.

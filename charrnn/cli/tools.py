@@ -1,6 +1,6 @@
 """The commands that show a model and put it in front of people: ``charrnn viz``, ``plot``,
-``novelty`` (charrnn/report.py, plots.py, novelty.py), ``serve`` and ``export`` (serve.py,
-export.py), each a thin layer over the Python API; charrnn/cli.py adds them to the group.
+``novelty`` (charrnn/insight/report.py, plots.py, novelty.py), ``serve`` and ``export`` (serve.py,
+export.py), each a thin layer over the Python API; charrnn/cli/commands.py adds them to the group.
 """
 from __future__ import annotations
 

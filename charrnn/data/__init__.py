@@ -3,5 +3,6 @@
     corpus.py      a file, folder, glob or hf:dataset, read in blocks (any encoding)
     tokenizer.py   characters <-> ids, saved as tokenizer.json
     cache.py       the ids of a whole corpus, encoded once into a numpy memmap (data/cache)
-    batches.py     the ids cut into contiguous rows for truncated back-propagation through time
+    batches.py     Batches: the ids cut into contiguous rows for truncated back-propagation
+                   through time
 """

@@ -69,6 +69,7 @@ class CharTokenizer:
         return "".join(self.id_to_char[int(i)] for i in ids)
 
     def unknown_chars(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` outside the vocabulary, sorted."""
         return sorted(set(text) - set(self.chars))
 
     def extended(self, chars: Iterable[str]) -> "CharTokenizer":
@@ -111,3 +112,10 @@ class CharTokenizer:
 def codepoints_of(text: str) -> np.ndarray:
     # surrogatepass: text from a dataset may hold lone surrogates; they map to <unk>.
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def listed_chars(chars: list, most: int = 40) -> str:
+    """Characters for a one-line message: 'é', 'ü', '\\n' ... (at most ``most``, then a
+    count: "and 3 more")."""
+    text = ", ".join(repr(c) for c in chars[:most])
+    return text + (f" and {len(chars) - most} more" if len(chars) > most else "")

@@ -1,6 +1,6 @@
 """Export to ONNX: the model's reference one-step method, checked against PyTorch.
 
-What is exported is ``CharRNN.step`` (charrnn/model.py), the step written out with explicit
+What is exported is ``CharRNN.step`` (charrnn/model/network.py), the step written out with explicit
 products and gates, not the fused nn.LSTM/GRU/RNN layers (the exporters' weakest spot), with
 the state as explicit inputs and outputs:
 
@@ -19,7 +19,8 @@ the largest total-variation distance between the next-character distributions mu
 within LOGIT_TOLERANCE and TV_TOLERANCE; otherwise the folder is not written (unless forced).
 
 torch.onnx, onnxscript and onnxruntime are imported inside the functions: ``import charrnn``
-must not load them.
+must not load them. They are the export extra (EXTRA): without one, the export raises
+CharRNNError naming the install command before it begins.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import torch
 
 from charrnn import files
 from charrnn.config import SampleConfig
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, optional_import
 from charrnn.model.network import CharRNN, hidden_from_parts, hidden_parts
 from charrnn.sampling.sampler import generate
 from charrnn.data.tokenizer import UNK_ID, CharTokenizer
@@ -47,6 +48,8 @@ PARITY_CHARS = 1000
 LOGIT_TOLERANCE = 1e-3       # largest |logit difference|, fp32 in both runtimes
 TV_TOLERANCE = 1e-4          # largest total-variation distance of next-character distributions
 MARKER = "charrnn.json"      # what marks a folder as an export (and lets a new one replace it)
+EXTRA = ("onnx", "onnxscript", "onnxruntime")    # setup.py's export extra: torch.onnx needs the
+                                                 # first two, the parity check the third
 
 
 @dataclass
@@ -91,8 +94,10 @@ def export_onnx(net: CharRNN, tokenizer: CharTokenizer, out: Path, force: bool =
 
     ``text`` is what parity steps through (default: PARITY_CHARS characters the model samples
     with seed 0). Raises CharRNNError when parity is out of tolerance (nothing is written,
-    unless ``force``), when ``out`` holds something other than an earlier export, or when it
-    cannot be written."""
+    unless ``force``), when ``out`` holds something other than an earlier export, when it
+    cannot be written, or when the export extra is not installed."""
+    for module in EXTRA:     # before any work: torch.onnx would fail half-way without them
+        optional_import(module, "export", "charrnn export")
     out = Path(out)
     if out.exists() and not (out.is_dir() and ((out / MARKER).is_file() or
                                                not any(out.iterdir()))):
@@ -145,8 +150,7 @@ def write_graph(net: CharRNN, path: Path) -> None:
 def check_parity(net: CharRNN, path: Path, ids: np.ndarray) -> Parity:
     """Step ``ids`` (teacher-forced) through ``net.step`` and the ONNX graph at ``path``,
     both from PyTorch's state at every step; the largest differences (see ``Parity``)."""
-    import onnxruntime
-
+    onnxruntime = optional_import("onnxruntime", "export", "charrnn export")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1        # tiny steps: threads only add overhead
     session = onnxruntime.InferenceSession(str(path), options,

@@ -7,6 +7,8 @@ spans of MIN_SPAN or more characters; for line-by-line corpora, whether each gen
 line of the corpus. The training split is indexed once with a suffix array (libdivsufsort,
 Mori, through pydivsufsort) cached beside the token cache; each position of a sample then costs
 one binary search over it (its matching statistic: the longest match starting there).
+pydivsufsort is the insight extra: without it, the check raises CharRNNError naming the install
+command, whether or not the index is cached.
 """
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ from typing import Optional
 import numpy as np
 
 from charrnn import files
-from charrnn.errors import CharRNNError
+from charrnn.config import CACHE_DIR
+from charrnn.errors import CharRNNError, optional_import
 
 MIN_SPAN = 20         # characters: a copied span at least this long counts as copied
+CHECK = "the memorisation check (charrnn novelty, charrnn sample --novelty)"  # in errors
 
 
 class Index:
@@ -41,8 +45,8 @@ class Index:
     def build(cls, ids: np.ndarray) -> "Index":
         """Sort the suffixes of ``ids`` with divsufsort: O(n) memory (5 bytes per id for
         uint8 ids), about a second for a few MB on one core."""
-        import pydivsufsort   # lazily: only the memorisation check needs it
-
+        # Lazily: only the memorisation check needs it.
+        pydivsufsort = optional_import("pydivsufsort", "insight", CHECK)
         ids = np.array(ids)     # a writable copy: pydivsufsort refuses read-only memmaps
         return cls(ids, pydivsufsort.divsufsort(ids))
 
@@ -231,10 +235,14 @@ class TrainingText:
     config.json; the corpus is ``corpus`` if given, else the one the run recorded, checked
     against the recorded digest. Its token ids and the index are cached in ``cache_dir``.
     ``notes`` holds what the user should know (an unchecked or different corpus). Raises
-    CharRNNError when the corpus cannot be found, has changed, or cannot be read."""
+    CharRNNError when the corpus cannot be found, has changed, or cannot be read, or when the
+    insight extra is not installed."""
 
     def __init__(self, config: dict, tokenizer, corpus: Optional[str] = None,
-                 cache_dir: str = "data/cache"):
+                 cache_dir: str = CACHE_DIR):
+        # First, and even when the index is cached: whether the check works must not depend
+        # on what ran before.
+        optional_import("pydivsufsort", "insight", CHECK)
         from charrnn.data.cache import cached_digest, load_ids, tokenizer_digest
         from charrnn.data.corpus import Corpus
         from charrnn.data.batches import split_train_val

@@ -18,8 +18,8 @@ from typing import Sequence, Union
 
 from charrnn import files
 from charrnn.errors import CharRNNError
+from charrnn.model.evaluate import LN2
 
-LN2 = math.log(2)
 TIME_UNITS = (("seconds", 1, 120), ("minutes", 60, 7200), ("hours", 3600, math.inf))
 
 

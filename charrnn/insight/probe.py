@@ -1,4 +1,4 @@
-"""What a model does with a text, measured for the HTML report (charrnn/report.py).
+"""What a model does with a text, measured for the HTML report (charrnn/insight/report.py).
 
 ``trace`` reads a text one character at a time through ``CharRNN.step``, the reference step,
 because the fused nn.LSTM/GRU/RNN return neither lower layers' per-step states nor LSTM cell

@@ -1,8 +1,8 @@
 """The HTML report of ``charrnn viz`` / ``Model.report``: what a model does with a text.
 
-Measured by charrnn/probe.py (surprisal, top guesses, every layer's states, the gradient curve)
-and charrnn/units.py (correlations with text properties, 8-bit storage); laid out by
-charrnn/report_page.py. The page is one self-contained file of at most MAX_BYTES: at most
+Measured by charrnn/insight/probe.py (surprisal, top guesses, every layer's states, the gradient curve)
+and charrnn/insight/units.py (correlations with text properties, 8-bit storage); laid out by
+charrnn/insight/report_page.py. The page is one self-contained file of at most MAX_BYTES: at most
 ReportConfig.max_chars characters (10,000) and MAX_VALUES stored activations, with a note where
 it cut.
 """

@@ -1,5 +1,5 @@
 """The HTML page of the report: one self-contained file (its style, script and data inline; it
-loads nothing, so it opens without a network or a server). charrnn/report.py fills it in.
+loads nothing, so it opens without a network or a server). charrnn/insight/report.py fills it in.
 
 The surprisal view is plain HTML (coloured spans), readable with scripts off; the script adds
 the top-5 guesses on hover or focus (arrow keys move through the text), the neuron browser

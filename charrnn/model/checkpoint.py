@@ -35,12 +35,17 @@ STATE_FILE = "trainer_state.pt"
 BROKEN = "use the run's other checkpoint (best or last) or train it again"
 
 
+def header(model: CharRNN) -> dict:
+    """The keys config.json opens with: format, format_version, the charrnn and torch versions
+    and the model's configuration."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
+            "torch_version": torch.__version__, "model": vars(model.config).copy()}
+
+
 def checkpoint_config(model: CharRNN, tokenizer: CharTokenizer, train: Optional[TrainConfig],
                       metrics: dict[str, Any], corpus: Optional[str] = None) -> dict:
     """The config.json of a checkpoint (the schema, in one place)."""
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION,
-              "charrnn_version": __version__, "torch_version": torch.__version__,
-              "model": vars(model.config).copy(),
+    config = {**header(model),
               "tokenizer": {"type": "char", "vocab_size": tokenizer.vocab_size},
               "metrics": metrics}
     if corpus is not None:
@@ -55,10 +60,9 @@ def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, conf
     """Write a complete checkpoint to ``folder``, replacing any previous one atomically.
 
     ``config`` is the config.json dict (see ``checkpoint_config``; the format and version keys
-    are filled in if missing). Raises CharRNNError when the disk is full or the folder is not
-    writable; the previous checkpoint is then intact."""
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
-              "torch_version": torch.__version__, "model": vars(model.config).copy(), **config}
+    are filled in if missing: ``header``). Raises CharRNNError when the disk is full or the
+    folder is not writable; the previous checkpoint is then intact."""
+    config = {**header(model), **config}
     try:
         with files.atomic_folder(Path(folder)) as tmp:
             files.write_bytes(tmp / "config.json", json.dumps(config, indent=2).encode())
@@ -81,7 +85,7 @@ def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, conf
 def recover(run_dir: Path) -> None:
     """Undo a checkpoint save interrupted between its two renames; drop half-written temp
     folders of dead processes (charrnn/files.py). Raises OSError on a read-only folder."""
-    files.recover(run_dir, allowed=(*FILES, STATE_FILE), complete=FILES)
+    files.undo_interrupted_swaps(run_dir, allowed=(*FILES, STATE_FILE), complete=FILES)
 
 
 def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:

@@ -4,7 +4,7 @@ For the plain ``rnn`` cell every layer computes, with the same weights at every 
     h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
 and the output layer y_t = W_hy h_t + b_y. Training uses torch's fused nn.RNN/GRU/LSTM (cuDNN on
 CUDA). ``CharRNN.step`` writes one time step out gate by gate, from the same weights: the
-readable reference; sampling runs charrnn/fast_step.py's optimised version of it.
+readable reference; sampling runs charrnn/sampling/fast_step.py's optimised version of it.
 
 The hidden state is nn.RNN/GRU/LSTM's: a tensor [layers, batch, hidden] (rnn, gru) or a pair
 (h, c) of them (lstm). The helpers at the end of this module are the only code that looks

@@ -1,7 +1,7 @@
 """The sampling engine: continuous batching, the one loop every kind of sampling runs.
 
-``generate`` and ``stream`` (charrnn/sampler.py) and the HTTP server (charrnn/serve.py) submit
-``Request``s to an ``Engine`` and step it. One step of the engine:
+``generate`` and ``stream`` (sampler.py) and the HTTP server (charrnn/serve/app.py) submit
+``Request``s to an ``Engine`` and step it (``step_until_done``, or ``start`` its own thread). One step of the engine:
 
     1. leave     rows of cancelled requests leave the batch (their slots are free at once)
     2. admit     waiting requests take free slots. A prime's last PREFILL characters are
@@ -9,14 +9,14 @@
                  its choices), at no cost to the batch; anything before them goes through the
                  fused network first, PRIME_CHUNK characters per step, so a long prime never
                  stalls the rows already running
-    3. step      one FastStep (charrnn/fast_step.py) over the batch: logits for every row
-    4. choose    sample_rows (charrnn/choice.py) picks each row's character with that row's
+    3. step      one FastStep (charrnn/sampling/fast_step.py) over the batch: logits for every row
+    4. choose    sample_rows (charrnn/sampling/choice.py) picks each row's character with that row's
                  options and random generator
     5. deliver   characters go to their requests (``on_text``); finished rows leave
 
 Each row keeps its own hidden state, options and generator (the seed rule), and its arithmetic
 does not depend on the other rows: on CPU each row's fp32 step is independent of the batch
-(charrnn/fast_step.py), so the batch holds just the running rows, packed at the front (a lone
+(charrnn/sampling/fast_step.py), so the batch holds just the running rows, packed at the front (a lone
 request runs at batch-1 speed); elsewhere (CUDA, MPS: libraries pick kernels by batch size)
 every step runs ``max_batch`` rows, idle ones included, which costs a GPU about as much.
 """
@@ -33,7 +33,7 @@ from charrnn.config import SEED_MAX, SampleConfig
 from charrnn.errors import CharRNNError
 from charrnn.sampling.fast_step import FastStep
 from charrnn.model.network import CharRNN, hidden_parts
-from charrnn.data.tokenizer import CharTokenizer
+from charrnn.data.tokenizer import CharTokenizer, listed_chars
 
 PRIME_CHUNK = 256     # prime characters read by the fused network per engine step
 PREFILL = 32          # the prime's last characters, read in the batch
@@ -78,8 +78,8 @@ class Request:
                                f"run at once), got {self.config.num_samples}")
         unknown = tokenizer.unknown_chars(self.prime)
         if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:10])
-            raise CharRNNError(f"the prime holds characters the model never saw: {shown}")
+            raise CharRNNError("the prime holds characters the model never saw: "
+                               f"{listed_chars(unknown, most=10)}")
 
     def finish(self, reason: str) -> None:
         """The end: samples not ended yet get ``reason``; ``done`` is set, ``on_end`` called."""
@@ -109,7 +109,8 @@ class Engine:
     for slots (None: no bound). ``precision`` is FastStep's ("fp32" or "bf16"); ``pad``
     (default: on any device but the CPU) steps all ``max_batch`` rows, idle ones included.
     ``submit``, ``cancel``, ``load`` and ``close`` may be called from any thread; ``step`` from
-    one thread at a time (``run`` in the caller's, or ``start`` a thread of the engine's own)."""
+    one thread at a time (``step_until_done`` in the caller's, or ``start`` a thread of the
+    engine's own)."""
 
     def __init__(self, model: CharRNN, tokenizer: CharTokenizer, max_batch: int = 1,
                  precision: str = "fp32", max_queue: Optional[int] = None,
@@ -190,7 +191,7 @@ class Engine:
             except Exception as error:      # a bug: fail the requests, keep serving
                 self._end_all("error", error)
 
-    def run(self) -> None:
+    def step_until_done(self) -> None:
         """Step in the caller's thread until no request is left."""
         while self.step():
             pass

@@ -1,12 +1,12 @@
-"""Stage 8: sampling. ``generate`` is one request to the sampling engine (charrnn/engine.py):
+"""Stage 8: sampling. ``generate`` is one request to the sampling engine (engine.py):
 the prime is read (a long one's start through the fused network, its last characters one
 step at a time), then each sampled character is fed back in, one step at a time, through
-``FastStep`` (charrnn/fast_step.py, the optimised ``CharRNN.step``), and ``sample_rows``
-(charrnn/choice.py) chooses the next character from its logits. ``stream`` and the HTTP
-server (charrnn/serve.py) run the same engine.
+``FastStep`` (fast_step.py, the optimised ``CharRNN.step``), and ``sample_rows``
+(choice.py) chooses the next character from its logits. ``stream`` and the HTTP server
+(charrnn/serve/app.py) run the same engine.
 
-The seed rule (charrnn/choice.py): sample i of a request with seed s draws its random numbers
-from its own generator, seeded with ``sample_seed(s, i)``, so a sample's text depends on
+The seed rule (choice.py): sample i of a request with seed s draws its random numbers from
+its own generator, seeded with ``sample_seed(s, i)``, so a sample's text depends on
 (model, prime, options, s, i) only, never on the other samples of its batch (in fp32 on CPU).
 seed=None draws s from torch's global generator.
 """
@@ -16,9 +16,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from charrnn.sampling.choice import (UNIFORM_BLOCK, RowOptions, RowUniforms, sample_next,  # noqa: F401
-                     sample_rows, sample_seed)
-from charrnn.config import SampleConfig, SampleOptions  # noqa: F401 (SampleOptions: the old name)
+from charrnn.config import SampleConfig
 from charrnn.sampling.engine import Engine, Request
 from charrnn.errors import CharRNNError
 from charrnn.model.network import CharRNN
@@ -41,7 +39,7 @@ def generate(model: CharRNN, tokenizer: CharTokenizer, prime: str, config: Sampl
     engine = Engine(model, tokenizer, max_batch=config.validate().num_samples,
                     precision=config.precision)
     request = engine.submit(Request(prime, config, on_text))
-    engine.run()
+    engine.step_until_done()
     return request.result()
 
 

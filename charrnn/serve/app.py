@@ -1,6 +1,6 @@
 """The HTTP API of ``charrnn serve``, on FastAPI: every request is a Request to one sampling
-Engine (charrnn/engine.py) running in its own thread, so concurrent requests are stepped
-together (continuous batching).
+Engine (charrnn/sampling/engine.py) running in its own thread, so concurrent requests are
+stepped together (continuous batching).
 
     POST /v1/generate   SampleConfig's fields (same names, defaults, ranges) + prime + stream;
                         {"texts": [...], "stopped": [...], "seed": s}, or with "stream": true
@@ -8,11 +8,11 @@ together (continuous batching).
                         then an "end" event with what the plain answer holds
     GET /v1/info        the model, its vocabulary and metrics, the sampling defaults, limits
     GET /health         {"status": "ok", "running": rows, "waiting": requests}
-    GET /               the playground: one static page (charrnn/playground.html)
+    GET /               the playground: one static page (charrnn/serve/playground.html)
     GET /docs, /openapi.json   from FastAPI
 
-This module imports FastAPI at the top: only charrnn/server.py imports it, and api.serve
-imports that inside the function, so ``import charrnn`` never loads the serving stack.
+This module imports FastAPI at the top: only charrnn/serve/server.py imports it, and
+api.serve imports that inside the function, so ``import charrnn`` never loads the serving stack.
 """
 import asyncio
 import dataclasses
@@ -22,6 +22,10 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Optional
 
+from charrnn.errors import optional_import
+
+# First, alone: without the serve extra, one clear error instead of a traceback.
+optional_import("fastapi", "serve", "charrnn serve")
 from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -61,8 +65,9 @@ def request_schema():
                         **fields)
 
 
-class Stream:
-    """Carries one request's characters from the engine's thread to the event loop. The
+class EventStream:
+    """The buffer behind one request's answer (its Server-Sent Events, or the whole JSON at the
+    end): carries the request's characters from the engine's thread to the event loop. The
     engine calls ``on_text`` and ``on_end``; ``take`` waits for what came since last time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
@@ -114,7 +119,7 @@ def _answer(request: Request) -> dict:
             "stopped": request.stopped, "seed": request.seed}
 
 
-async def _events(stream: Stream, request: Request):
+async def _events(stream: EventStream, request: Request):
     """The Server-Sent Events of a streaming request. When the client goes away, Starlette
     cancels this generator: ``finally`` frees the request's slots at the engine's next step."""
     try:
@@ -198,7 +203,7 @@ async def _generate(engine: Engine, settings: ServeConfig, fields: dict,
         if config.length > settings.max_length:
             raise OptionError("length", f"must be <= {settings.max_length} on this server "
                                         f"(its --max-length), got {config.length}")
-        stream = Stream(asyncio.get_running_loop())
+        stream = EventStream(asyncio.get_running_loop())
         request = engine.submit(Request(prime, config, stream.on_text if streaming else None,
                                         stream.on_end))
     except Busy as busy:
@@ -211,7 +216,7 @@ async def _generate(engine: Engine, settings: ServeConfig, fields: dict,
     return await _whole(stream, request, http)
 
 
-async def _whole(stream: Stream, request: Request, http: HTTPRequest) -> Response:
+async def _whole(stream: EventStream, request: Request, http: HTTPRequest) -> Response:
     """The plain answer once the request ends; a client that goes away meanwhile cancels it."""
     try:
         while True:

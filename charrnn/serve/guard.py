@@ -1,4 +1,4 @@
-"""The checks in front of the HTTP API (charrnn/serve.py), as one ASGI middleware:
+"""The checks in front of the HTTP API (charrnn/serve/app.py), as one ASGI middleware:
 
 * a body is counted as it arrives and refused with 413 once it passes ``max_body`` bytes (or
   at once, when its Content-Length says so), before the app reads any of it;
@@ -7,7 +7,7 @@
 * on a loopback address, a Host header that is not a loopback name is refused with 403: DNS
   rebinding would otherwise let a page of another site look "same-origin".
 
-Starlette is imported here at the top: only charrnn/serve.py imports this module.
+Starlette is imported here at the top: only charrnn/serve/app.py imports this module.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Running the HTTP API (charrnn/serve.py) on uvicorn: the socket and a clean stop.
+"""Running the HTTP API (charrnn/serve/app.py) on uvicorn: the socket and a clean stop.
 
 * Bound to 127.0.0.1 unless told otherwise (a note says when it is not a loopback address);
   ``port=0`` takes a free port, and ``ready(url)`` hears the one bound once it listens.
@@ -7,7 +7,8 @@
   down, which would end the process with the signal's status: ``Server.handle_exit`` does not.
 
 uvicorn is imported here at the top: api.serve imports this module inside the function, so
-``import charrnn`` never loads it.
+``import charrnn`` never loads it. It belongs to the serve extra: without it, importing this
+module raises CharRNNError naming the install command (errors.optional_import).
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import signal
 import socket
 from typing import Callable
 
-import uvicorn
-
 from charrnn.config import ServeConfig
-from charrnn.errors import CharRNNError, note
+from charrnn.errors import CharRNNError, note, optional_import
 from charrnn.serve.guard import is_loopback
 from charrnn.serve.app import create_app
+
+uvicorn = optional_import("uvicorn", "serve", "charrnn serve")
 
 GRACE_SECONDS = 5       # open connections get this long to finish once streams have ended
 
@@ -54,7 +55,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(net, tokenizer, checkpoint: dict, settings: ServeConfig,
+def serve_until_stopped(net, tokenizer, checkpoint: dict, settings: ServeConfig,
         ready: Callable[[str], None]) -> None:
     """Serve until SIGINT or SIGTERM (see the module docstring); ``ready(url)`` is called once
     the socket listens. Raises CharRNNError when the address cannot be bound."""

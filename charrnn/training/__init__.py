@@ -15,5 +15,5 @@
     average.py     the weight average (EMA)
     memory.py      will the run fit in memory?
     distributed.py several processes under torchrun (DDP)
-    signals.py     Ctrl-C and SIGTERM stop cleanly
+    signals.py     why a run stops (STOP_REASONS); Ctrl-C and SIGTERM stop cleanly
 """

@@ -68,7 +68,7 @@ class Deadline:
         timing one chunk of it."""
         if run.config.time_limit is None:
             return cls(None)
-        seconds = seconds_to_evaluate(run.model, run.val_streams, run.device)
+        seconds = seconds_to_evaluate(run.model, run.val_batches, run.device)
         run.model.train()
         deadline = cls(run.config.time_limit, run.state.elapsed, run.started,
                        ESTIMATE_MARGIN * seconds + SAVE_GUESS, run.ctx.is_main)

@@ -25,9 +25,7 @@ from charrnn.model.checkpoint import find_checkpoint, load_checkpoint
 from charrnn.config import TrainConfig
 from charrnn.errors import CharRNNError, note
 from charrnn.model.network import CharRNN
-from charrnn.data.tokenizer import CharTokenizer
-
-SHOWN = 40        # characters listed in a message, at most
+from charrnn.data.tokenizer import CharTokenizer, listed_chars
 
 
 def check_source(config: TrainConfig) -> None:
@@ -61,7 +59,7 @@ def on_new_chars(config: TrainConfig, resuming: bool, tell: bool) -> NewChars:
     """What to do with characters of the corpus outside the vocabulary (``cache.load_ids``'s
     ``on_new``): refuse on --resume, extend the vocabulary, or keep it (they become <unk>)."""
     def handle(tokenizer: CharTokenizer, chars: list) -> CharTokenizer:
-        listed = shown(chars)
+        listed = listed_chars(chars)
         if resuming:
             raise CharRNNError(
                 f"the corpus holds {len(chars)} characters the run's vocabulary lacks "
@@ -108,8 +106,3 @@ def adapted(source: CharRNN, dropout: float, vocab_size: int,
     model.load_state_dict(weights)
     return model.to(source.head.weight.device)
 
-
-def shown(chars: list) -> str:
-    """Characters for a one-line message: 'é', 'ü', '\\n' ... (at most SHOWN, then a count)."""
-    text = ", ".join(repr(c) for c in chars[:SHOWN])
-    return text + (f" and {len(chars) - SHOWN} more" if len(chars) > SHOWN else "")

@@ -1,4 +1,4 @@
-"""What the training loop (charrnn/trainer.py) does every N steps besides validating:
+"""What the training loop (charrnn/training/trainer.py) does every N steps besides validating:
 
     --sample-every N   a short sample into OUT/samples.jsonl, its first line above the progress
                        bar: the same prime (from the validation text), seed and temperature each
@@ -19,7 +19,7 @@ from charrnn.training.progress import Bar
 from charrnn.training.run import Run
 from charrnn.training.runfolder import SAMPLES, snapshot_name
 from charrnn.sampling.sampler import generate
-from charrnn.training.saving import save_last
+from charrnn.training.saving import between_evaluations, save_last
 
 SAMPLE_CHARS = 200          # characters sampled after the prime
 SAMPLE_TEMPERATURE = 0.8    # as the sample `charrnn train` prints at the end
@@ -30,8 +30,7 @@ def at_step(run: Run, bar: Bar) -> None:
     --sample-every is due. Raises CharRNNError when the run folder cannot be written."""
     config, state = run.config, run.state
     if config.save_every and state.step % config.save_every == 0:
-        save_last(run, {"step": state.step, "elapsed": round(state.elapsed, 2),
-                   "val_loss": state.val_loss}, snapshot_name(state.step))
+        save_last(run, between_evaluations(run), snapshot_name(state.step))
         run.folder.prune_snapshots(config.keep)
     if config.sample_every and state.step % config.sample_every == 0 and run.ctx.is_main:
         record = take_sample(run)
@@ -58,7 +57,7 @@ def take_sample(run: Run) -> dict:
 def prime_hint(run: Run, most: int = 12) -> str:
     """The start of the first line of the validation text that begins with a letter: a prime
     that the model has seen characters of, whatever the corpus."""
-    ids = run.val_streams.inputs[0, :4000]
+    ids = run.val_batches.inputs[0, :4000]
     text = run.tokenizer.decode(ids)
     for line in text.splitlines()[1:]:
         word = line.strip().split(" ")[0][:most]

@@ -17,8 +17,9 @@ from charrnn.config import REGULARISERS, ModelConfig, TrainConfig
 from charrnn.data.corpus import Corpus
 from charrnn.model.device import cpu_has_native_bf16, resolve_device
 from charrnn.errors import CharRNNError, OptionError, note
-from charrnn.options import declared, did_you_mean
+from charrnn.options import declared, reject_unknown
 from charrnn.training.presets import Resolved, preset, resolve_defaults
+from charrnn.training.runfolder import METRICS
 
 FACT_CHARS = 1 << 20     # the vocabulary of --preset auto is estimated from this much text
 
@@ -37,10 +38,10 @@ def train_run(corpus: str, config: TrainConfig,
 
 
 def draw_loss_png(run: Union[str, Path], is_main: bool = True) -> Optional[Path]:
-    """Write ``run/loss.png`` (charrnn/plots.py) once training has ended; None when the run
+    """Write ``run/loss.png`` (charrnn/insight/plots.py) once training has ended; None when the run
     has no evaluation yet or this is not the first process. A failure to draw is a note, not
     an error: the trained model matters more than its chart."""
-    if not is_main or not (Path(run) / "metrics.jsonl").exists():
+    if not is_main or not (Path(run) / METRICS).exists():
         return None
     from charrnn.insight import plots   # lazily: matplotlib is slow to import and sampling never needs it
     try:
@@ -82,13 +83,10 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
             config = resolved.config()
         else:
             config = preset(preset_name, fine_tune=bool(given.get("init_from")))
+    reject_unknown("training", given, [f.name for cls in (ModelConfig, TrainConfig)
+                                       for f in dataclasses.fields(cls)], list_known=False)
     for key, value in given.items():
-        target = config.model if key in model_fields else config
-        if not hasattr(target, key):
-            names = [f.name for cls in (ModelConfig, TrainConfig)
-                     for f in dataclasses.fields(cls)]
-            raise CharRNNError(f"unknown training option {key!r}{did_you_mean(key, names)}")
-        setattr(target, key, value)
+        setattr(config.model if key in model_fields else config, key, value)
     if ("steps" in given or "epochs" in given) and "time_limit" not in given:
         config.time_limit = None     # the limit the user gives is the one that holds
     config.out, config.resume = str(out), resume
@@ -122,9 +120,12 @@ def auto_preset(corpus: str, given: dict) -> Resolved:
         value = given.get(key)
         return value if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
     fraction = number("val_fraction")
-    return resolve_defaults(number("time_limit"), number("steps"), number("epochs"),
-                            resolve_device(given.get("device", "auto")).type, chars, vocab,
-                            bool(given.get("init_from")), cpu_has_native_bf16(),
+    return resolve_defaults(time_limit=number("time_limit"), steps=number("steps"),
+                            epochs=number("epochs"),
+                            device_type=resolve_device(given.get("device", "auto")).type,
+                            corpus_chars=chars, vocab_size=vocab,
+                            fine_tune=bool(given.get("init_from")),
+                            native_bf16=cpu_has_native_bf16(),
                             precision=given.get("precision", "auto"),
                             val_fraction=fraction if fraction is not None and 0 < fraction < 1
                             else 0.1)

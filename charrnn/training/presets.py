@@ -2,7 +2,7 @@
 behind ``--preset auto`` (``resolve_defaults``): which preset, and what to change in it, for
 the time limit or step count, the device, the corpus and whether the run is a fine-tune.
 
-``resolve_defaults`` is pure: the caller (charrnn/training.py) gathers the facts (the corpus's
+``resolve_defaults`` is pure: the caller (charrnn/training/launch.py) gathers the facts (the corpus's
 size, the CPU's bf16 support) and passes them in, so every rule is unit-tested on plain values.
 """
 from __future__ import annotations
@@ -127,11 +127,13 @@ class Resolved:
         return config
 
 
-def resolve_defaults(time_limit: Optional[float], steps: Optional[int], epochs: Optional[float],
-                     device_type: str, corpus_chars: Optional[int], vocab_size: Optional[int],
-                     fine_tune: bool, native_bf16: bool, precision: str = "auto",
-                     val_fraction: float = 0.1) -> Resolved:
-    """The settings ``--preset auto`` starts from (pure: no I/O, no device queries).
+def resolve_defaults(*, time_limit: Optional[float] = None, steps: Optional[int] = None,
+                     epochs: Optional[float] = None, device_type: str = "cpu",
+                     corpus_chars: Optional[int] = None, vocab_size: Optional[int] = None,
+                     fine_tune: bool = False, native_bf16: bool = False,
+                     precision: str = "auto", val_fraction: float = 0.1) -> Resolved:
+    """The settings ``--preset auto`` starts from (pure: no I/O, no device queries); every
+    argument by keyword.
 
     ``time_limit`` in seconds, ``steps``, ``epochs``: the limits the user gave (None: not
     given; several: the first reached holds). ``device_type``: "cpu", "cuda" or "mps".
@@ -167,8 +169,9 @@ def resolve_defaults(time_limit: Optional[float], steps: Optional[int], epochs: 
     if fine_tune:
         changes["lr"] = PRESETS[name]["lr"] * FINE_TUNE_LR_SCALE
         notes.append(f"rate x{FINE_TUNE_LR_SCALE:g} (a fine-tune)")
-    reason = _reason(name, limits, seconds, device_type, corpus_chars, precision, cpu_bf16,
-                     native_bf16, notes)
+    reason = _reason(name, limits, seconds, notes, device_type=device_type,
+                     corpus_chars=corpus_chars, precision=precision, cpu_bf16=cpu_bf16,
+                     native_bf16=native_bf16)
     return Resolved(name, changes, reason)
 
 
@@ -224,9 +227,9 @@ def _dropout(dropout: float, epochs: float) -> float:
     return dropout
 
 
-def _reason(name: str, limits: tuple, seconds: Optional[float], device_type: str,
-            corpus_chars: Optional[int], precision: str, cpu_bf16: bool, native_bf16: bool,
-            notes: list) -> str:
+def _reason(name: str, limits: tuple, seconds: Optional[float], notes: list, *,
+            device_type: str, corpus_chars: Optional[int], precision: str, cpu_bf16: bool,
+            native_bf16: bool) -> str:
     """One line: the pick, the budget it was picked for, the machine, and the changes."""
     time_limit, steps, epochs = limits
     given = [text for value, text in (

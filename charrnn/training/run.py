@@ -1,7 +1,7 @@
 """Everything the training loop needs, built once: the run folder checked, the token ids
-cached, the streams cut, the model and optimizer made or restored from ``last``.
+cached, the batches cut, the model and optimizer made or restored from ``last``.
 
-The loop itself is in charrnn/trainer.py.
+The loop itself is in charrnn/training/trainer.py.
 """
 from __future__ import annotations
 
@@ -24,18 +24,18 @@ from charrnn.data.corpus import Corpus
 from charrnn.training.deadline import command_start
 from charrnn.model.device import warn_if_bf16_is_emulated
 from charrnn.errors import CharRNNError, note
-from charrnn.model.evaluate import eval_streams
+from charrnn.model.evaluate import eval_batches
 from charrnn.training.finetune import adapted, check_source, load_source, on_new_chars
 from charrnn.model.network import CharRNN, hidden_batch, unigram_head_bias
 from charrnn.training.resume import LoopState, restore_rng, resumed_state
 from charrnn.training.runfolder import RunFolder
-from charrnn.data.batches import Streams, split_train_val
+from charrnn.data.batches import Batches, split_train_val
 from charrnn.data.tokenizer import CharTokenizer
 
 
 @dataclass
 class Run:
-    """A training run, ready for the loop (charrnn/trainer.py)."""
+    """A training run, ready for the loop (charrnn/training/trainer.py)."""
     corpus: str
     config: TrainConfig
     device: torch.device
@@ -43,10 +43,11 @@ class Run:
     folder: RunFolder
     tokenizer: CharTokenizer
     model: CharRNN                 # the plain module: evaluation and checkpoints
-    net: torch.nn.Module           # what training calls: the model, or DDP around it
+    ddp: torch.nn.Module           # what training calls: DDP around the model under torchrun,
+                                   # else the model itself
     optimizer: torch.optim.Optimizer
-    streams: Streams               # training: this process's rows
-    val_streams: Streams           # validation: the whole held-out text, on every process
+    batches: Batches               # training: this process's rows
+    val_batches: Batches           # validation: the whole held-out text, on every process
     state: LoopState
     average: WeightAverage         # --ema: the weights' moving average (average.py)
     started: float = 0.0           # the command's start, time.monotonic() (deadline.py)
@@ -100,9 +101,9 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
                                            _sharing(ctx, device)), True)
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
     folder.corpus_record = corpus_record(corpus, ids)    # what novelty checks find it by
-    streams = Streams(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size,
+    batches = Batches(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size,
                       shift_seed=config.seed if config.epoch_offset else None)
-    val_streams = _validation(val_ids, config)
+    val_batches = _validation(val_ids, config)
 
     if resume_from is None:
         torch.manual_seed(config.seed)
@@ -119,14 +120,16 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
             torch.manual_seed(config.seed + ctx.rank)   # same weights, own dropout masks
     else:
         config.model = model.config
-        _resumed_layout(saved, state, resume_from, streams, len(train_ids), ctx)
+        _resumed_layout(saved, state, resume_from, batches, len(train_ids), ctx)
     optimizer, average = make_optimizer(model, config, device), WeightAverage(model, config.ema)
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         average.restore(saved)           # the raw weights (last/ held the average) and it
     folder.start(config.overwrite, state.step if resume_from is not None else None)
-    return Run(corpus, config, device, ctx, folder, tokenizer, model, ctx.wrap(model, device),
-               optimizer, streams, val_streams, state, average)
+    return Run(corpus=corpus, config=config, device=device, ctx=ctx, folder=folder,
+               tokenizer=tokenizer, model=model, ddp=ctx.wrap(model, device),
+               optimizer=optimizer, batches=batches, val_batches=val_batches, state=state,
+               average=average)
 
 
 def corpus_record(corpus: str, ids: np.ndarray) -> dict:
@@ -138,12 +141,12 @@ def corpus_record(corpus: str, ids: np.ndarray) -> dict:
     return record
 
 
-def _validation(val_ids: np.ndarray, config: TrainConfig) -> Streams:
-    """The validation streams over the first --val-chars characters of the held-out text."""
+def _validation(val_ids: np.ndarray, config: TrainConfig) -> Batches:
+    """The validation batches over the first --val-chars characters of the held-out text."""
     if len(val_ids) > config.val_chars and config.val_chars < config.seq_len + 1:
         raise CharRNNError(f"--val-chars {config.val_chars} is shorter than one chunk of "
                            f"--seq-len {config.seq_len} plus one: raise --val-chars")
-    return eval_streams(val_ids[:config.val_chars], config.seq_len, what="validation")
+    return eval_batches(val_ids[:config.val_chars], config.seq_len, what="validation")
 
 
 def _sharing(ctx: distributed.Context, device: torch.device) -> int:
@@ -163,28 +166,28 @@ def make_optimizer(model: CharRNN, config: TrainConfig, device: torch.device):
                              fused=device.type in ("cpu", "cuda"))
 
 
-def _resumed_layout(saved: dict, state: LoopState, folder: Path, streams: Streams,
+def _resumed_layout(saved: dict, state: LoopState, folder: Path, batches: Batches,
                     num_train_ids: int, ctx: distributed.Context) -> None:
-    """Fit the saved position and hidden state to this run's streams. Under torchrun each
+    """Fit the saved position and hidden state to this run's batches. Under torchrun each
     process takes its own rows. When --batch-size, --seq-len or the process count changed,
-    the streams are cut differently: the hidden state starts again from zeros and the data
+    the rows are cut differently: the hidden state starts again from zeros and the data
     position moves to the same fraction of the epoch."""
     config = read_config(folder).get("train", {})
-    old_seq = int(config.get("seq_len", streams.seq_len))
+    old_seq = int(config.get("seq_len", batches.seq_len))
     old_rows = hidden_batch(state.hidden) if state.hidden is not None else \
-        int(config.get("batch_size", streams.batch_size)) * len(saved.get("rng_ranks") or [1])
-    new_rows = streams.batch_size * ctx.world_size
-    if (old_rows, old_seq) == (new_rows, streams.seq_len):
-        state.hidden = ctx.own_rows(state.hidden, streams.batch_size)
+        int(config.get("batch_size", batches.batch_size)) * len(saved.get("rng_ranks") or [1])
+    new_rows = batches.batch_size * ctx.world_size
+    if (old_rows, old_seq) == (new_rows, batches.seq_len):
+        state.hidden = ctx.own_rows(state.hidden, batches.batch_size)
         ranks = saved.get("rng_ranks")
         if ctx.enabled and ranks is not None and len(ranks) == ctx.world_size:
             restore_rng(ranks[ctx.rank])
         return
     old_chunks = max(1, ((num_train_ids - 1) // old_rows) // old_seq)
-    state.next_chunk = state.next_chunk * streams.num_chunks // old_chunks
+    state.next_chunk = state.next_chunk * batches.num_chunks // old_chunks
     state.hidden = None
     if ctx.is_main:
-        note(f"the streams changed ({old_rows} x {old_seq} -> {new_rows} x {streams.seq_len} "
+        note(f"the streams changed ({old_rows} x {old_seq} -> {new_rows} x {batches.seq_len} "
              "streams x seq_len): the hidden state starts again from zeros, at the same "
              "place in the epoch")
 

@@ -1,7 +1,7 @@
 """A training run's folder:
 
     OUT/best/        the checkpoint with the lowest validation loss
-    OUT/last/        the latest checkpoint, with trainer_state.pt (charrnn/resume.py)
+    OUT/last/        the latest checkpoint, with trainer_state.pt (charrnn/training/resume.py)
     OUT/metrics.jsonl  one JSON line per evaluation
     OUT/.lock          while a run trains into OUT: its process id (see ``RunFolder.lock``)
     OUT/samples.jsonl  one JSON line per sample taken while training (--sample-every)
@@ -32,6 +32,7 @@ try:
     import fcntl       # POSIX: the kernel drops a flock when its process dies, however it dies
 except ImportError:    # Windows: the lock file's process id decides whether it is stale
     fcntl = None
+METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
 SNAPSHOT = "step-"
 
@@ -99,7 +100,7 @@ class RunFolder:
             os.close(self._lock)
             self._lock = None
         if failed and self.new and self.writer and not self.has_checkpoint:
-            (self.path / "metrics.jsonl").unlink(missing_ok=True)
+            (self.path / METRICS).unlink(missing_ok=True)
             try:
                 self.path.rmdir()       # only if nothing else is in it
             except OSError:
@@ -119,7 +120,7 @@ class RunFolder:
         if overwrite and resumed_step is None:
             for name in ("best", "last", *self.snapshots()):
                 shutil.rmtree(self.path / name, ignore_errors=True)
-            (self.path / "metrics.jsonl").unlink(missing_ok=True)
+            (self.path / METRICS).unlink(missing_ok=True)
             (self.path / SAMPLES).unlink(missing_ok=True)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,7 @@ class RunFolder:
             self._trim_metrics(resumed_step)
             self._trim_metrics(resumed_step, SAMPLES)
 
-    def log(self, record: dict, name: str = "metrics.jsonl") -> None:
+    def log(self, record: dict, name: str = METRICS) -> None:
         """Append one record (an evaluation's; a sample's to samples.jsonl) to the JSON lines
         file ``name``. Raises CharRNNError."""
         if not self.writer:
@@ -143,9 +144,11 @@ class RunFolder:
             raise CharRNNError(f"cannot write {path}: {err.strerror or err}; {UNWRITABLE}") \
                 from None
 
-    def save(self, name: str, model: CharRNN, tokenizer: CharTokenizer, config: TrainConfig,
+    def save(self, name: str, *, model: CharRNN, tokenizer: CharTokenizer, config: TrainConfig,
              metrics: dict, corpus: str, state: Optional[dict] = None) -> None:
-        """Write checkpoint ``name`` (best or last) atomically. Raises CharRNNError."""
+        """Write checkpoint ``name`` (best, last or a snapshot) atomically: config.json from
+        the keyword arguments (``checkpoint_config``) and the corpus record, the weights, the
+        tokenizer and, when given, trainer_state.pt's ``state``. Raises CharRNNError."""
         if self.writer:
             saved = checkpoint_config(model, tokenizer, config, metrics, corpus)
             save_checkpoint(self.path / name, model, tokenizer,
@@ -172,7 +175,7 @@ class RunFolder:
                     continue          # gone already, or not ours to remove
                 shutil.rmtree(doomed, ignore_errors=True)
 
-    def _trim_metrics(self, step: int, name: str = "metrics.jsonl") -> None:
+    def _trim_metrics(self, step: int, name: str = METRICS) -> None:
         path = self.path / name
         try:
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)

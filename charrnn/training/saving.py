@@ -1,4 +1,4 @@
-"""What the training loop (charrnn/trainer.py) does at an evaluation and when it stops:
+"""What the training loop (charrnn/training/trainer.py) does at an evaluation and when it stops:
 validate, append the record to metrics.jsonl, save ``best`` when it is the best yet and
 ``last`` (or a snapshot) with everything --resume needs.
 
@@ -16,9 +16,8 @@ import torch
 from charrnn.model.evaluate import LN2, evaluate
 from charrnn.training.run import Run
 from charrnn.training.resume import rng_state, trainer_state
-from charrnn.training.schedule import planned_steps, progress, scheduled_rate
-
-LIMITS = ("steps", "epochs", "time", "early-stop")   # stop reasons that end with a validation
+from charrnn.training.schedule import fraction_done, planned_steps, scheduled_rate
+from charrnn.training.signals import LIMITS
 
 
 def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dict:
@@ -32,7 +31,7 @@ def validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dict
 
 def _validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dict:
     state, ctx = run.state, run.ctx
-    state.val_loss = ctx.broadcast(evaluate(run.model, run.val_streams, run.device))
+    state.val_loss = ctx.broadcast(evaluate(run.model, run.val_batches, run.device))
     run.model.train()
     if not (math.isfinite(state.val_loss) and math.isfinite(train_loss)):
         diverged(run, f"validation loss {state.val_loss}, training loss {train_loss}")
@@ -45,10 +44,8 @@ def _validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dic
     with ctx.deferred():     # under torchrun a failed write stops every process together
         run.folder.log(record)
         if best:
-            run.folder.save("best", run.model, run.tokenizer, run.config,
-                            {**record, "best_val_loss": state.best_val_loss}, run.corpus)
-        run.folder.save("last", run.model, run.tokenizer, run.config,
-                        {**record, "best_val_loss": state.best_val_loss}, run.corpus, last)
+            _save(run, "best", record)
+        _save(run, "last", record, last)
     return record
 
 
@@ -59,9 +56,15 @@ def save_last(run: Run, record: dict, name: str = "last") -> None:
     with run.average.applied():
         last = last_state(run)
         with run.ctx.deferred():
-            run.folder.save(name, run.model, run.tokenizer, run.config,
-                            {**record, "best_val_loss": run.state.best_val_loss}, run.corpus,
-                            last)
+            _save(run, name, record, last)
+
+
+def _save(run: Run, name: str, record: dict, trainer_state: Optional[dict] = None) -> None:
+    """Write checkpoint ``name`` of the run (``RunFolder.save``): its metrics are ``record``
+    and the best validation loss so far; ``trainer_state`` only for ``last`` and snapshots."""
+    run.folder.save(name, model=run.model, tokenizer=run.tokenizer, config=run.config,
+                    metrics={**record, "best_val_loss": run.state.best_val_loss},
+                    corpus=run.corpus, state=trainer_state)
 
 
 def finish(run: Run, stopped_by: str, losses, chars_per_sec: float, skip_validation: bool
@@ -75,7 +78,7 @@ def finish(run: Run, stopped_by: str, losses, chars_per_sec: float, skip_validat
             validate_and_save(run, losses.take_mean(), chars_per_sec)
     else:
         losses.read()
-        save_last(run, metrics(run))
+        save_last(run, between_evaluations(run))
     run.ctx.settle()
 
 
@@ -87,17 +90,20 @@ def last_state(run: Run) -> dict:
     return trainer_state(run.optimizer, run.state, hidden, rng_ranks, run.average.state())
 
 
-def metrics(run: Run, train_loss: Optional[float] = None, chars_per_sec: float = 0.0) -> dict:
-    """The record of an evaluation (losses in nats/char, bpc in bits/char), or, without
-    ``train_loss``, of a checkpoint between evaluations (a signal, the callback, a snapshot)."""
+def between_evaluations(run: Run) -> dict:
+    """The metrics of a checkpoint saved between evaluations (a signal, the callback, a
+    snapshot): the step, the training seconds and the latest validation loss (nats/char)."""
+    state = run.state
+    return {"step": state.step, "elapsed": round(state.elapsed, 2), "val_loss": state.val_loss}
+
+
+def metrics(run: Run, train_loss: float, chars_per_sec: float) -> dict:
+    """The record of an evaluation (losses in nats/char, bpc in bits/char)."""
     state, config = run.state, run.config
-    if train_loss is None:
-        return {"step": state.step, "elapsed": round(state.elapsed, 2),
-                "val_loss": state.val_loss}
-    done = progress(state.step, state.elapsed,
-                    planned_steps(config.steps, config.epochs, run.streams.num_chunks),
+    done = fraction_done(state.step, state.elapsed,
+                    planned_steps(config.steps, config.epochs, run.batches.num_chunks),
                     config.time_limit)
-    return {"step": state.step, "epoch": round(state.step / run.streams.num_chunks, 4),
+    return {"step": state.step, "epoch": round(state.step / run.batches.num_chunks, 4),
             "elapsed": round(state.elapsed, 2), "train_loss": round(train_loss, 5),
             "val_loss": round(state.val_loss, 5), "val_bpc": round(state.val_loss / LN2, 5),
             "lr": scheduled_rate(config, state.step, done),

@@ -3,9 +3,9 @@ decay (``--schedule``) is cosine (nanoGPT's), linear, or warmup-stable-decay ("w
 peak, then linear to the floor over the last ``decay_fraction`` of the run; Hu et al. 2024,
 MiniCPM).
 
-Progress is the fraction of the planned run done, by steps or by time, whichever is further,
-so a run bounded by ``--time-limit`` reaches the floor when its time runs out (nanoGPT decays
-over a fixed number of iterations; a time budget needs the clock instead).
+Progress (``fraction_done``) is the fraction of the planned run done, by steps or by time,
+whichever is further, so a run bounded by ``--time-limit`` reaches the floor when its time runs
+out (nanoGPT decays over a fixed number of iterations; a time budget needs the clock instead).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def planned_steps(steps: Optional[int], epochs: Optional[float],
     return min(plans) if plans else None
 
 
-def progress(step: int, elapsed: float, total_steps: Optional[int],
+def fraction_done(step: int, elapsed: float, total_steps: Optional[int],
              time_limit: Optional[float]) -> float:
     """Fraction in [0, 1] of the run done: ``step`` of ``total_steps``, ``elapsed`` seconds of
     ``time_limit``, whichever is further (0 when neither bound is given)."""

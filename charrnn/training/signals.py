@@ -1,11 +1,19 @@
-"""Stopping a training run cleanly on Ctrl-C (SIGINT) or SIGTERM: the loop finishes its step,
-saves ``last`` and returns, so that ``--resume`` continues exactly."""
+"""Why a training run stops (``STOP_REASONS``, in one place), and stopping it cleanly on
+Ctrl-C (SIGINT) or SIGTERM: the loop finishes its step, saves ``last`` and returns, so that
+``--resume`` continues exactly."""
 from __future__ import annotations
 
 import signal
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
+
+# Every reason a run stops (TrainResult.stopped_by), in words; a signal stops it too, and its
+# name ("SIGINT") is its own reason.
+STOP_REASONS = {"steps": "the step limit", "epochs": "the epoch limit",
+                "time": "the time limit", "early-stop": "early stopping",
+                "callback": "the callback"}
+LIMITS = ("steps", "epochs", "time", "early-stop")   # the run's limits: they end with a validation
 
 
 class Stop:

@@ -1,4 +1,4 @@
-"""Stage 6: the training loop. Truncated back-propagation through time over contiguous streams,
+"""Stage 6: the training loop. Truncated back-propagation through time over contiguous rows,
 AdamW with warmup and cosine decay, gradient clipping, validation in bits per character,
 best/last checkpoints, exact resume.
 
@@ -31,8 +31,8 @@ from charrnn.model.network import detach
 from charrnn.training.progress import Bar, LossMeter, Speed
 from charrnn.training.run import Run, prepare
 from charrnn.training.saving import finish, kept, validate_and_save
-from charrnn.training.schedule import planned_steps, progress, scheduled_rate
-from charrnn.training.signals import stop_on_signals
+from charrnn.training.schedule import fraction_done, planned_steps, scheduled_rate
+from charrnn.training.signals import LIMITS, STOP_REASONS, stop_on_signals
 
 Callback = Callable[[int, dict], bool]
 
@@ -46,8 +46,8 @@ class TrainResult:
     val_bpc: float             # the same in bits per character
     best_val_loss: float
     elapsed: float             # training seconds, over all resumed sessions
-    stopped_by: str            # "steps", "epochs", "time", "early-stop", "callback" or a
-                               # signal's name
+    stopped_by: str            # a key of signals.STOP_REASONS ("steps", "epochs", "time",
+                               # "early-stop", "callback") or a signal's name ("SIGINT")
     limit: str = ""            # the limit that applied, in words ("600 s", "5000 steps")
     is_main: bool = True       # False on every process but the first under torchrun
     world_size: int = 1        # processes that trained together (torchrun)
@@ -57,6 +57,17 @@ class TrainResult:
     def interrupted(self) -> bool:
         """Stopped by a signal (Ctrl-C, SIGTERM): the CLI exits 128 + its number."""
         return self.stopped_by.startswith("SIG")
+
+    @property
+    def reached_limit(self) -> bool:
+        """Stopped by one of its limits (steps, epochs, time, early-stop; ``limit`` says which
+        applied), not by a signal or the callback."""
+        return self.stopped_by in LIMITS
+
+    @property
+    def stop_reason(self) -> str:
+        """Why it stopped, in words: "the time limit", "early stopping", "SIGINT"."""
+        return STOP_REASONS.get(self.stopped_by, self.stopped_by)
 
 
 def train(corpus: str, config: TrainConfig, callback: Optional[Callback] = None) -> TrainResult:
@@ -100,9 +111,9 @@ def _one_line(error: Exception, ctx: distributed.Context) -> Exception:
 def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
     """Train until a limit, a signal or the callback says stop; save and report."""
     config, state, model, ctx = run.config, run.state, run.model, run.ctx
-    total_steps = planned_steps(config.steps, config.epochs, run.streams.num_chunks)
+    total_steps = planned_steps(config.steps, config.epochs, run.batches.num_chunks)
     losses = LossMeter(state, run.device, every_step=callback is not None)
-    speed = Speed(run.streams.batch_size * config.seq_len * ctx.world_size)
+    speed = Speed(run.batches.batch_size * config.seq_len * ctx.world_size)
     bar, clock, deadline = Bar(config.progress and ctx.is_main), Clock(state.elapsed), \
         Deadline.of(run)
     model.train()
@@ -111,22 +122,22 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
             # Stop? A limit (a time limit keeps time for the final validation), a signal or
             # the callback; under torchrun one decision for all (or one error for all).
             state.elapsed = clock.read()
-            reason = _limit_reached(config, state, run.streams.num_chunks) or \
+            reason = _limit_reached(config, state, run.batches.num_chunks) or \
                 deadline.reason(state.elapsed) or stop.reason
             stopped_by, state.elapsed = ctx.agree_stop(reason, stop.reason, state.elapsed)
             if stopped_by:
                 break
             # The learning rate for this step, from the fraction of the run done.
             _set_rate(run, total_steps)
-            # The next chunk of every stream; a new epoch starts the streams from zeros (and,
+            # The next chunk of every row; a new epoch starts the rows from zeros (and,
             # with --epoch-offset, a random shift in).
-            if state.next_chunk >= run.streams.num_chunks:
+            if state.next_chunk >= run.batches.num_chunks:
                 state.next_chunk, state.epoch, state.hidden = 0, state.epoch + 1, None
-            inputs, targets = _to_device(run.streams.chunk(state.next_chunk, state.epoch),
+            inputs, targets = _to_device(run.batches.chunk(state.next_chunk, state.epoch),
                                          run.device)
             # Forward, backward, clip, step; the hidden state carries on without its graph.
             with autocast(run.device, config.precision):
-                logits, hidden = run.net(inputs, state.hidden)
+                logits, hidden = run.ddp(inputs, state.hidden)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -148,7 +159,7 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
             # Every --sample-every / --save-every steps: a sample, a snapshot checkpoint.
             at_step(run, bar)
             # Progress, and the callback's say.
-            bar.show(progress(state.step, state.elapsed, total_steps, config.time_limit),
+            bar.show(fraction_done(state.step, state.elapsed, total_steps, config.time_limit),
                      state.step, last_loss, state.val_loss, speed.tick())
             if callback and callback(state.step, {"loss": last_loss, **record}):
                 stop.reason = "callback"
@@ -161,7 +172,7 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
 def _set_rate(run: Run, total_steps: Optional[int]) -> None:
     """Set the optimizer's rate for step ``run.state.step`` (schedule.py)."""
     config, state = run.config, run.state
-    done = progress(state.step, state.elapsed, total_steps, config.time_limit)
+    done = fraction_done(state.step, state.elapsed, total_steps, config.time_limit)
     lr = scheduled_rate(config, state.step, done)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -171,9 +182,11 @@ def _result(run: Run, stopped_by: str) -> TrainResult:
     state, config = run.state, run.config
     limit = _limits(config) if stopped_by != "early-stop" else \
         f"{config.early_stop} evaluations without a better validation loss"
-    return TrainResult(run.folder.path, state.step, state.val_loss, state.val_loss / LN2,
-                       state.best_val_loss, state.elapsed, stopped_by, limit, run.ctx.is_main,
-                       run.ctx.world_size, prime_hint(run))
+    return TrainResult(out=run.folder.path, step=state.step, val_loss=state.val_loss,
+                       val_bpc=state.val_loss / LN2, best_val_loss=state.best_val_loss,
+                       elapsed=state.elapsed, stopped_by=stopped_by, limit=limit,
+                       is_main=run.ctx.is_main, world_size=run.ctx.world_size,
+                       prime_hint=prime_hint(run))
 
 
 class Clock:
@@ -212,7 +225,7 @@ def _refuse_a_finished_run(run: Run) -> None:
     limit counts as reached when no time is left to train before the final validation.)"""
     if not run.config.resume:
         return
-    reason = _limit_reached(run.config, run.state, run.streams.num_chunks)
+    reason = _limit_reached(run.config, run.state, run.batches.num_chunks)
     if reason is None and run.config.time_limit is not None:
         deadline = Deadline.of(run)
         deadline.speak = False
