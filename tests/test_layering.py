@@ -69,6 +69,13 @@ def test_every_stage_is_a_folder_and_every_folder_a_stage():
     assert all(m in MODULES for m in ABOVE_ALL)
 
 
+def test_the_tests_mirror_the_folders():
+    """tests/data/ tests charrnn/data/ and so on; tests of the whole sit in tests/ itself."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    assert folders == {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+
+
 def test_every_import_names_a_module_that_exists():
     for module in MODULES:
         for imported in _imports(module):

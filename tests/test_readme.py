@@ -37,10 +37,10 @@ PRESET_LINE = re.compile(r"^(config = charrnn\.preset\(.*\).*)$", flags=re.M)
 PYTHON_STEPS = r"\1\nconfig.steps = 5\nconfig.progress = False"
 NOT_RUN = ("hf:",      # needs the Hugging Face hub, which tests never reach (test_corpus.py
                         # loads a dataset from local files instead)
-           "charrnn serve")    # serves until stopped: tests/test_server.py runs it and the
+           "charrnn serve")    # serves until stopped: tests/serve/test_server.py runs it and the
                                # serving page's curl lines against it
 # Lines that do not start with `charrnn` are not run either: `make` (sets up .venv, trains for
-# minutes) and `torchrun` (several GPUs or machines; tests/test_distributed.py runs torchrun
+# minutes) and `torchrun` (several GPUs or machines; tests/training/test_distributed.py runs torchrun
 # with CPU processes).
 OTHER_TOOLS = {"--nproc-per-node", "--standalone", "--nnodes", "--rdzv-backend",
                "--rdzv-endpoint", "--rdzv-id", "--rdzv-", "--node-rank", "--master-addr",

@@ -8,7 +8,7 @@ a torchrun run) takes ``chars`` in that order with ``in_order=True``; a tokenize
 before 0.2 is in code-point order and loads as it did.
 ``tokenizers.Tokenizer.from_file`` loads the saved file and gives the same ids; charrnn
 itself encodes with a numpy lookup table, which is two orders of magnitude faster than the
-tokenizer's own per-character path and gives identical ids (tests/test_tokenizer.py).
+tokenizer's own per-character path and gives identical ids (tests/data/test_tokenizer.py).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The seed rule: sample i of a request with seed s draws its random numbers from i
 generator, seeded with ``sample_seed(s, i)`` (``RowUniforms``). A sample's text therefore
 depends on (model, prime, options, s, i) only, never on the other samples of its batch, on
 num_samples, or on the other requests stepped beside it by the engine (in fp32 on CPU, where
-each row's arithmetic is also independent of the batch: tests/test_sampler.py, test_engine.py).
+each row's arithmetic is also independent of the batch: tests/sampling/test_sampler.py, test_engine.py).
 This rule is new in 0.2: texts for a given seed differ from charrnn 0.1.0's (once).
 
 Each row of a batch may have its own options (``RowOptions``): the engine steps requests with

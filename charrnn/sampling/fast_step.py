@@ -1,7 +1,7 @@
 """The fast one-step network that sampling runs: an optimisation of ``CharRNN.step``.
 
 ``FastStep(model, batch)(ids, hidden)`` returns what ``model.step(ids, hidden)`` returns, to 1e-5
-in fp32 (tests/test_fast_step.py checks it against ``CharRNN.step`` and ``CharRNN.forward`` for
+in fp32 (tests/sampling/test_fast_step.py checks it against ``CharRNN.step`` and ``CharRNN.forward`` for
 every cell), at several times the speed of calling nn.LSTM once per character. Its weights are
 prepared once, from the model's own:
 
@@ -108,7 +108,7 @@ class FastStep:
     later changes to the model are not seen) for ``batch`` rows on the model's device; it runs
     any number of rows, ``batch`` only picks the fastest layout. ``precision`` is "fp32" or
     "bf16" (see the module docstring); anything else raises CharRNNError. Dropout is never
-    applied. Tested against ``CharRNN.step`` and ``CharRNN.forward`` (tests/test_fast_step.py).
+    applied. Tested against ``CharRNN.step`` and ``CharRNN.forward`` (tests/sampling/test_fast_step.py).
     """
 
     def __init__(self, model: CharRNN, batch: int = 1, precision: str = "fp32"):

@@ -65,7 +65,7 @@ FINE_TUNE_LR_SCALE = 0.5
 # The CPU ladder, smallest first: (preset, the budget from which auto picks it, in seconds of a
 # CPU training with native bf16). The largest preset whose threshold the budget reaches wins;
 # cpu-1m is the floor. Each threshold is at least its preset's own time limit, so auto never
-# picks a preset tuned for more time than the run has (tests/test_presets.py checks it).
+# picks a preset tuned for more time than the run has (tests/training/test_presets.py checks it).
 CPU_LADDER = (("cpu-1m", 0.0), ("cpu-3m", 180.0), ("cpu-10m", 600.0))
 # Steps per second of each preset on 2 cores of an Intel Xeon with AVX512-BF16, bf16 autocast,
 # with the paired dropout mask (bench/RESULTS.md): cpu-1m 42 (`make bench`, 2,500-2,637 steps in

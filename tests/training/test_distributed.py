@@ -221,7 +221,7 @@ def test_one_process_failing_stops_every_process(tmp_path):
 
 FINE_TUNE = """
 import os, sys
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {tests!r})          # tests/, for conftest
 from pathlib import Path
 from conftest import tiny_config
 from charrnn.api import train_run
@@ -243,7 +243,7 @@ def test_a_fine_tune_with_new_characters_under_torchrun_equals_one_process(tmp_p
     single_process(tmp_path, make_corpus(tmp_path / "en.txt"), source, 4)
     german = make_german(tmp_path / "de.txt")
     script = tmp_path / "fine_tune.py"
-    script.write_text(FINE_TUNE.format(tests=os.path.dirname(__file__), out=str(tmp_path / "ddp"),
+    script.write_text(FINE_TUNE.format(tests=str(Path(__file__).resolve().parents[1]), out=str(tmp_path / "ddp"),
                                        source=str(source), cache=str(tmp_path / "cache-rank"),
                                        corpus=str(german)))
     env = {k: v for k, v in os.environ.items()

@@ -111,7 +111,7 @@ def test_an_oversized_body_is_refused_as_it_arrives(served):
                                         "--max-body)")
     chunks = (b" " * 1024 for _ in range(3))       # chunked: no Content-Length to go by
     response = client.post("/v1/generate", content=chunks)
-    assert response.status_code == 413     # (tests/test_server.py: before the rest is sent)
+    assert response.status_code == 413     # (tests/serve/test_server.py: before the rest is sent)
 
 
 def test_cross_origin_requests_are_refused_unless_the_origin_is_named(trained, served):

@@ -158,7 +158,7 @@ def test_the_serving_page_curl_lines_work_as_written(server):
     if not shutil.which("curl"):
         pytest.skip("no curl here")
     port = server[1]
-    page = (Path(__file__).resolve().parent.parent / "docs" / "serving.md").read_text(
+    page = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(
         encoding="utf-8")
     # The page's prime is the default corpus's speaker; the tiny model here knows "ROMEO:".
     lines = [line.replace('"Romeo."', '"ROMEO:"') for line in page.splitlines()
