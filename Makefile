@@ -48,11 +48,11 @@ train: setup $(if $(filter $(DEFAULT_CORPUS),$(CORPUS)),$(DEFAULT_CORPUS))
 	CHARRNN_HINT=make $(BIN)/charrnn train "$(CORPUS)" --out "checkpoints/$(NAME)" --preset $(PRESET) $(if $(TIME),--time-limit $(TIME)) $(ARGS)
 
 sample: setup
-	$(BIN)/charrnn sample "checkpoints/$(NAME)" --prime "$(PRIME)" --length $(LENGTH) --seed $(SEED) $(ARGS)
+	CHARRNN_HINT=make $(BIN)/charrnn sample "checkpoints/$(NAME)" --prime "$(PRIME)" --length $(LENGTH) --seed $(SEED) $(ARGS)
 
 # The HTTP API and the playground page at http://127.0.0.1:8000/ (ARGS=--port 0: any free port).
 serve: setup
-	$(BIN)/charrnn serve "checkpoints/$(NAME)" $(ARGS)
+	CHARRNN_HINT=make $(BIN)/charrnn serve "checkpoints/$(NAME)" $(ARGS)
 
 # One thread per process: the tests' models are tiny, and several tests run processes side by
 # side, where more threads than cores make OpenMP's spin-waits cost far more than they save.

@@ -122,13 +122,18 @@ class TrainConfig:
     time_limit: Optional[float] = option(None, "Stop after this long, e.g. 90s, 10m, 1h.",
                                          low=0, low_open=True, parse=parse_duration,
                                          metavar="DURATION")
-    eval_interval: int = option(250, "Steps between validations.", low=1)
+    eval_interval: Optional[int] = option(None, "Steps between validations (default: about "
+                                          "10 over the run, and one at least every 2 passes "
+                                          "over a small text; charrnn/training/validations.py).",
+                                          low=1)
     val_fraction: float = option(0.1, "Share of the text (at its end) for validation.",
                                  low=0, high=1, low_open=True, high_open=True,
                                  on_resume=False)
-    val_chars: int = option(VAL_CHARS, "Validate on at most this many characters, the first of "
-                            "the held-out text, so that a validation's cost stays bounded "
-                            f"(default {VAL_CHARS:,}: all of tinyshakespeare's).", low=2)
+    val_chars: Optional[int] = option(None, "Validate on at most this many characters, the "
+                                      "first of the held-out text, so that a validation's cost "
+                                      f"stays bounded (default {VAL_CHARS:,}: all of "
+                                      "tinyshakespeare's; fewer when planned validations would "
+                                      "take over 5% of a --time-limit).", low=2)
     device: str = option("auto", "auto: CUDA when present, else the CPU.", choices=DEVICES)
     precision: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16, "
                             "else fp32.", choices=("auto", "fp32", "bf16"))
@@ -149,7 +154,9 @@ class TrainConfig:
                         "them to the vocabulary; keep: train them as <unk>.",
                         choices=("extend", "keep"), on_resume=False)
     early_stop: Optional[int] = option(None, "Stop after this many evaluations without a better "
-                                       "validation loss.", low=1)
+                                       "validation loss (0: never; --preset auto sets 3 when "
+                                       "the run passes over its text more than 12 times).",
+                                       low=0)
     sample_every: Optional[int] = option(None, "Every this many steps, write a short sample to "
                                          "samples.jsonl (and show its first line).", low=1)
     save_every: Optional[int] = option(None, "Every this many steps, keep a snapshot "

@@ -18,7 +18,7 @@ import click
 from charrnn import api
 from charrnn.cli import tools as cli_tools
 from charrnn.cli.declare import CharRNNGroup, arg_text, declared_options
-from charrnn.errors import echo
+from charrnn.errors import echo, note
 
 
 @click.group(cls=CharRNNGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +44,10 @@ def train(corpus, preset_name, sample_length, out, resume, **options):
     if not result.is_main:     # under torchrun, the first process alone reports and samples
         sys.exit(code)
     echo(_summary(result))
+    if result.small_text:
+        note(f"{result.epochs:,.0f} passes over a small text: fine-tuning a model trained on a "
+             "larger text in the same language usually does better (--init-from; "
+             "docs/fine-tuning.md, \"Small texts\")")
     if result.interrupted:
         echo(f"stopped by {result.stopped_by}; continue with: {_launcher(result.world_size)} "
               f"train {shlex.quote(corpus)} --out {shlex.quote(str(result.out))} --resume",

@@ -6,6 +6,7 @@ from the command line read as UTF-8 whatever the locale.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -76,9 +77,25 @@ class CharRNNGroup(Guarded, click.Group):
         return super().parse_args(ctx, args)
 
 
+# Flags that `make train` / `make sample` set from a make variable (Makefile): an error met
+# through make names the variable, which is what the user can change there.
+MAKE_VARIABLES = {"--out": "NAME=", "--time-limit": "TIME=", "--preset": "PRESET=",
+                  "--prime": "PRIME=", "--length": "LENGTH=", "--seed": "SEED="}
+FLAG = re.compile(r"(?<![\w=-])--[a-z][a-z0-9-]*")
+
+
+def for_make(message: str) -> str:
+    """``message`` with each flag as the make variable that sets it (``--out`` -> ``NAME=``)
+    or, for any other flag, as ``ARGS=--flag``."""
+    return FLAG.sub(lambda m: MAKE_VARIABLES.get(m.group(0), f"ARGS={m.group(0)}"), message)
+
+
 def fail(message: str, code: int):
+    message = str(message)
+    if os.environ.get("CHARRNN_HINT") == "make":     # started by make (Makefile)
+        message = for_make(message)
     try:
-        click.echo(f"error: {' '.join(str(message).split())}", err=True)
+        click.echo(f"error: {' '.join(message.split())}", err=True)
     except OSError:
         pass         # stderr is gone too: the exit code still says it
     sys.exit(code)

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from charrnn.errors import note
 from charrnn.model.evaluate import LN2
 
 LOSS_READ_EVERY = 25    # CUDA: steps between reads of the training loss (each one a host sync)
@@ -94,6 +95,13 @@ class Bar:
         stdout stays for results), when the bar is shown."""
         if not self.bar.disable:
             tqdm.write(text[:most], file=sys.stderr)
+
+    def note(self, text: str) -> None:
+        """``note: text`` above the bar when it is shown, else as any note (stderr)."""
+        if self.bar.disable:
+            note(text)
+        else:
+            tqdm.write(f"note: {text}", file=sys.stderr)
 
     def close(self) -> None:
         """Leave the bar on the screen as it stands."""

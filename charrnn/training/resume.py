@@ -29,6 +29,7 @@ class LoopState:
     loss_sum: float = 0.0           # training loss summed since the last evaluation
     loss_count: int = 0
     evals_since_best: int = 0       # evaluations since the best validation loss (--early-stop)
+    best_step: int = 0              # the step of the best validation loss (best/)
     hidden: Optional[Hidden] = None
 
     def to_dict(self) -> dict:

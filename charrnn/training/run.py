@@ -24,11 +24,11 @@ from charrnn.data.corpus import Corpus
 from charrnn.training.deadline import command_start
 from charrnn.model.device import warn_if_bf16_is_emulated
 from charrnn.errors import CharRNNError, note
-from charrnn.model.evaluate import eval_batches
 from charrnn.training.finetune import adapted, check_source, load_source, on_new_chars
 from charrnn.model.network import CharRNN, hidden_batch, unigram_head_bias
 from charrnn.training.resume import LoopState, restore_rng, resumed_state
 from charrnn.training.runfolder import RunFolder
+from charrnn.training.validations import validation_batches
 from charrnn.data.batches import Batches, split_train_val
 from charrnn.data.tokenizer import CharTokenizer
 
@@ -47,7 +47,9 @@ class Run:
                                    # else the model itself
     optimizer: torch.optim.Optimizer
     batches: Batches               # training: this process's rows
-    val_batches: Batches           # validation: the whole held-out text, on every process
+    val_batches: Batches           # validation: the held-out text read (validations.py), on
+                                   # every process
+    val_ids: np.ndarray            # all of the held-out text
     state: LoopState
     average: WeightAverage         # --ema: the weights' moving average (average.py)
     started: float = 0.0           # the command's start, time.monotonic() (deadline.py)
@@ -103,7 +105,7 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
     folder.corpus_record = corpus_record(corpus, ids)    # what novelty checks find it by
     batches = Batches(train_ids, config.batch_size, config.seq_len, ctx.rank, ctx.world_size,
                       shift_seed=config.seed if config.epoch_offset else None)
-    val_batches = _validation(val_ids, config)
+    val_batches = validation_batches(val_ids, config.val_chars, config.seq_len)
 
     if resume_from is None:
         torch.manual_seed(config.seed)
@@ -128,8 +130,8 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
     folder.start(config.overwrite, state.step if resume_from is not None else None)
     return Run(corpus=corpus, config=config, device=device, ctx=ctx, folder=folder,
                tokenizer=tokenizer, model=model, ddp=ctx.wrap(model, device),
-               optimizer=optimizer, batches=batches, val_batches=val_batches, state=state,
-               average=average)
+               optimizer=optimizer, batches=batches, val_batches=val_batches, val_ids=val_ids,
+               state=state, average=average)
 
 
 def corpus_record(corpus: str, ids: np.ndarray) -> dict:
@@ -139,14 +141,6 @@ def corpus_record(corpus: str, ids: np.ndarray) -> dict:
     if not str(corpus).startswith("hf:"):
         record["corpus_path"] = os.path.abspath(os.path.expanduser(str(corpus)))
     return record
-
-
-def _validation(val_ids: np.ndarray, config: TrainConfig) -> Batches:
-    """The validation batches over the first --val-chars characters of the held-out text."""
-    if len(val_ids) > config.val_chars and config.val_chars < config.seq_len + 1:
-        raise CharRNNError(f"--val-chars {config.val_chars} is shorter than one chunk of "
-                           f"--seq-len {config.seq_len} plus one: raise --val-chars")
-    return eval_batches(val_ids[:config.val_chars], config.seq_len, what="validation")
 
 
 def _sharing(ctx: distributed.Context, device: torch.device) -> int:

@@ -39,7 +39,7 @@ def _validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dic
     state.evals_since_best += 1
     best = math.isfinite(state.val_loss) and state.val_loss < state.best_val_loss
     if best:
-        state.best_val_loss, state.evals_since_best = state.val_loss, 0
+        state.best_val_loss, state.evals_since_best, state.best_step = state.val_loss, 0, state.step
     last = last_state(run)   # (collectives first, and never record or save a broken model)
     with ctx.deferred():     # under torchrun a failed write stops every process together
         run.folder.log(record)
@@ -126,5 +126,6 @@ def kept(run: Run) -> str:
     """What is left of the run when it fails: the last good checkpoint, or none."""
     if run.folder.has_checkpoint:
         return f"the last good checkpoint in {run.folder.path} is kept"
-    return f"no checkpoint was saved before (the first evaluation is at step " \
-           f"{run.config.eval_interval})"
+    first = f"at step {run.config.eval_interval}" if run.config.eval_interval else \
+        "planned after the first steps"
+    return f"no checkpoint was saved before (the first evaluation is {first})"

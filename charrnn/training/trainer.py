@@ -28,13 +28,16 @@ from charrnn.errors import CharRNNError, PeerError
 from charrnn.model.evaluate import LN2
 from charrnn.training.intervals import at_step, prime_hint
 from charrnn.model.network import detach
+from charrnn.training.presets import MANY_EPOCHS
 from charrnn.training.progress import Bar, LossMeter, Speed
 from charrnn.training.run import Run, prepare
 from charrnn.training.saving import finish, kept, validate_and_save
 from charrnn.training.schedule import fraction_done, planned_steps, scheduled_rate
 from charrnn.training.signals import LIMITS, STOP_REASONS, stop_on_signals
+from charrnn.training.validations import Validations
 
 Callback = Callable[[int, dict], bool]
+OVERFIT_NOTE = 2      # evaluations without a better validation loss before the note says so
 
 
 @dataclass
@@ -52,6 +55,14 @@ class TrainResult:
     is_main: bool = True       # False on every process but the first under torchrun
     world_size: int = 1        # processes that trained together (torchrun)
     prime_hint: str = ""       # a short text of the corpus to prime samples with
+    epochs: float = 0.0        # passes over the training text (this process's rows)
+    fine_tune: bool = False    # started from another model (--init-from)
+
+    @property
+    def small_text(self) -> bool:
+        """Whether the text was small for the budget: more than presets.MANY_EPOCHS passes
+        over it, from scratch (fine-tuning a model of a larger text then does better)."""
+        return self.epochs > MANY_EPOCHS and not self.fine_tune
 
     @property
     def interrupted(self) -> bool:
@@ -116,6 +127,7 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
     speed = Speed(run.batches.batch_size * config.seq_len * ctx.world_size)
     bar, clock, deadline = Bar(config.progress and ctx.is_main), Clock(state.elapsed), \
         Deadline.of(run)
+    validations = Validations(run)     # every --eval-interval steps, or planned (validations.py)
     model.train()
     with stop_on_signals() as stop:
         while True:
@@ -151,11 +163,9 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
             if not math.isfinite(last_loss):
                 ctx.raise_everywhere(f"loss became {last_loss} at step {state.step}: lower "
                                      f"--lr or --clip; {kept(run)}")
-            # Every eval_interval steps: validate, record, save best and last.
-            record = {}
-            if state.step % config.eval_interval == 0:
-                with deadline.timing():
-                    record = validate_and_save(run, losses.take_mean(), speed.value)
+            # Every --eval-interval steps, or as planned: validate, record, save best and last.
+            record = _validate(run, deadline, losses, speed, bar) \
+                if validations.due(state.step) else {}
             # Every --sample-every / --save-every steps: a sample, a snapshot checkpoint.
             at_step(run, bar)
             # Progress, and the callback's say.
@@ -167,6 +177,25 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
     finish(run, stopped_by, losses, speed.value, deadline.skips(stopped_by))
     bar.close()
     return _result(run, stopped_by)
+
+
+def _validate(run: Run, deadline: Deadline, losses: LossMeter, speed: Speed, bar: Bar) -> dict:
+    """Validate and save (timed: the final one's cost), and say when it looks like
+    overfitting; the record written."""
+    with deadline.timing():
+        record = validate_and_save(run, losses.take_mean(), speed.value)
+    _say_if_overfitting(run, bar)
+    return record
+
+
+def _say_if_overfitting(run: Run, bar: Bar) -> None:
+    """One line when OVERFIT_NOTE evaluations in a row have not beaten the best validation loss
+    (once per such stretch): the model may have begun to learn the training text by heart."""
+    state = run.state
+    if state.evals_since_best == OVERFIT_NOTE and run.ctx.is_main:
+        bar.note(f"val loss has not beaten {state.best_val_loss:.4f} (step {state.best_step}) "
+                 f"for {OVERFIT_NOTE} evaluations (now {state.val_loss:.4f}): the model may be "
+                 f"starting to overfit; best/ holds step {state.best_step}")
 
 
 def _set_rate(run: Run, total_steps: Optional[int]) -> None:
@@ -186,7 +215,9 @@ def _result(run: Run, stopped_by: str) -> TrainResult:
                        val_bpc=state.val_loss / LN2, best_val_loss=state.best_val_loss,
                        elapsed=state.elapsed, stopped_by=stopped_by, limit=limit,
                        is_main=run.ctx.is_main, world_size=run.ctx.world_size,
-                       prime_hint=prime_hint(run))
+                       prime_hint=prime_hint(run),
+                       epochs=round(state.step / run.batches.num_chunks, 2),
+                       fine_tune=bool(config.init_from))
 
 
 class Clock:
@@ -207,7 +238,7 @@ def _limit_reached(config: TrainConfig, state, chunks_per_epoch: int) -> Optiona
         return "epochs"
     if config.time_limit is not None and state.elapsed >= config.time_limit:
         return "time"
-    if config.early_stop is not None and state.evals_since_best >= config.early_stop:
+    if config.early_stop and state.evals_since_best >= config.early_stop:
         return "early-stop"
     return None
 

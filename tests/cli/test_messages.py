@@ -10,7 +10,7 @@ import pytest
 import charrnn
 from charrnn import CharRNNError
 from charrnn.api import train_config, train_run
-from conftest import cli, one_line_error, tiny_config
+from conftest import cli, make_corpus, one_line_error, tiny_config
 
 # (arguments, what the one line says; RUN is the trained run)
 USAGE = {
@@ -154,3 +154,18 @@ def test_ctrl_c_while_torch_loads_is_one_line():
                             text=True, timeout=120)
     assert (result.returncode, result.stderr) == (130, "error: interrupted\n")
     assert result.stdout == ""
+
+
+def test_an_error_met_through_make_names_the_make_variable(tmp_path, monkeypatch):
+    """`make train` twice: the second is told ARGS=--resume / ARGS=--overwrite / NAME=, what
+    it can change on make's command line (Makefile sets CHARRNN_HINT=make)."""
+    corpus = make_corpus(tmp_path / "c.txt")
+    args = ["train", corpus, "--out", tmp_path / "run", "--preset", "tiny", "--steps", "2",
+            "--no-progress", "--sample-length", "0", "--cache-dir", tmp_path / "cache"]
+    assert cli(*args).exit_code == 0
+    plain = one_line_error(cli(*args), "already holds a model")
+    assert "--resume" in plain and "ARGS=" not in plain
+    monkeypatch.setenv("CHARRNN_HINT", "make")
+    through_make = one_line_error(cli(*args), "already holds a model")
+    assert "pass ARGS=--resume to continue it, ARGS=--overwrite to replace it, or choose " \
+           "another NAME=" in through_make

@@ -197,6 +197,20 @@ def test_a_sample_does_not_depend_on_its_batch(cell):
 
 
 @torch.no_grad()
+def test_the_random_numbers_do_not_depend_on_the_prime():
+    """docs/sampling.md: two primes with one seed draw the same numbers, so where the model
+    predicts alike the texts agree. A model deaf to its input predicts alike everywhere."""
+    model = _untrained()
+    for name, weight in model.named_parameters():
+        if not name.startswith("head"):
+            weight.zero_()          # every hidden state is 0: the logits are the head's bias
+    model.head.bias.copy_(torch.linspace(-1, 1, TOKENIZER.vocab_size))
+    first, second = _sample(model, "ab", length=60, seed=3), _sample(model, "jij", length=60, seed=3)
+    assert first[0][2:] == second[0][3:]
+    assert _sample(model, "ab", length=60, seed=4)[0][2:] != first[0][2:]
+
+
+@torch.no_grad()
 def test_sample_i_is_the_reference_step_driven_by_its_own_seed():
     model, seed, length = _untrained(), 7, 80
     config = SampleConfig(length=length, seed=seed, num_samples=3, temperature=0.8, top_k=10)

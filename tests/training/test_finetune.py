@@ -172,7 +172,7 @@ def test_bad_fine_tune_input_is_one_line_and_writes_nothing(case, source, german
             "resume": ["--init-from", source, "--resume"],
             "shape": ["--init-from", source, "--layers", "2"],
             "keep": ["--init-from", source, "--save-every", "2", "--keep", "0"],
-            "early-stop": ["--init-from", source, "--early-stop", "0"],
+            "early-stop": ["--init-from", source, "--early-stop", "-1"],
             "itself": ["--init-from", out],
             "inside": ["--init-from", out / "best", "--overwrite"]}[case]
     if case in ("itself", "inside"):
@@ -183,7 +183,7 @@ def test_bad_fine_tune_input_is_one_line_and_writes_nothing(case, source, german
     assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), lines
     expected = {"corrupt": "model.safetensors is corrupt", "resume": "drop one of them",
                 "shape": "--layers comes from the --init-from model", "keep": "--keep must be >= 1",
-                "early-stop": "--early-stop must be >= 1", "itself": "is inside --out",
+                "early-stop": "--early-stop must be >= 0", "itself": "is inside --out",
                 "inside": "is inside --out"}[case]
     assert expected in lines[0]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -22,7 +22,7 @@ from charrnn import CharRNNError
 from charrnn.training import memory
 from charrnn.api import train_run
 from charrnn.config import VAL_CHARS
-from charrnn.training.deadline import Deadline, slack
+from charrnn.training.deadline import AFTER_TRAINING, Deadline, slack
 from conftest import cli, make_corpus, one_line_error, tiny_config
 
 MAPPED_AT_START = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
@@ -123,6 +123,7 @@ def test_an_allocator_failure_is_one_line_and_leaves_no_folder(corpus, tmp_path,
     assert not (tmp_path / "run").exists()
     allocator_fails.clear()
     one_line_error(cli("train", corpus, "--out", tmp_path / "run", *TRAIN[:-1], "20",
+                       "--eval-interval", "10",
                        "--cache-dir", tmp_path / "cache"), "out of memory")
     assert not (tmp_path / "run").exists()
 
@@ -169,8 +170,8 @@ def test_validation_reads_at_most_val_chars(corpus, tmp_path):
                                             abs=1e-6)
     help_text = " ".join(cli("train", "--help").output.split())
     assert "--val-chars INTEGER Validate on at most this many characters" in help_text
-    assert f"(default {VAL_CHARS:,}: all of tinyshakespeare's)" in help_text
-    assert charrnn.TrainConfig().val_chars == VAL_CHARS >= 111_540   # tinyshakespeare's split
+    assert f"(default {VAL_CHARS:,}: all of tinyshakespeare's;" in help_text
+    assert charrnn.TrainConfig().val_chars is None and VAL_CHARS >= 111_540  # its split
     one_line_error(cli("train", corpus, "--out", tmp_path / "short", *TRAIN, "--val-chars", "20",
                        "--seq-len", "32", "--cache-dir", tmp_path / "cache"),
                    "--val-chars 20 is shorter than one chunk of --seq-len 32 plus one: raise "
@@ -178,17 +179,18 @@ def test_validation_reads_at_most_val_chars(corpus, tmp_path):
 
 
 def test_a_time_limit_leaves_time_for_the_final_validation():
-    # T = 20 s (slack 10 s) for a command that started 28.5 s ago: it must end within 0.5 s
-    # (less the second kept for what the CLI prints after training). With a final validation
+    # T = 20 s (slack 10 s) for a command that started 26.5 s ago: it must end within 3.5 s,
+    # less the 3 s kept for what the command does after training (AFTER_TRAINING). With a final validation
     # and save of 0.3 s, training may go on for 0.2 s more, then must stop.
     now = time.monotonic()
-    deadline = Deadline(20.0, 0.0, now - 28.5, final=0.3, speak=False)
+    assert AFTER_TRAINING == 3.0
+    deadline = Deadline(20.0, 0.0, now - 26.5, final=0.3, speak=False)
     assert deadline.end == pytest.approx(now + 0.5)
     assert not deadline.hopeless and deadline.reason(19.0) is None
     time.sleep(0.25)
     assert deadline.reason(19.3) == "time" and not deadline.skips("time")
     # No time for it even without training: train to the limit, skip the final validation.
-    hopeless = Deadline(20.0, 0.0, time.monotonic() - 28.5, final=0.6, speak=False)
+    hopeless = Deadline(20.0, 0.0, time.monotonic() - 26.5, final=0.6, speak=False)
     assert hopeless.hopeless and hopeless.reason(19.0) is None and hopeless.skips("time")
     assert not hopeless.skips("steps")
     assert Deadline(None).reason(1e9) is None

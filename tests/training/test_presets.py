@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from charrnn.training.presets import (CPU_LADDER, DEFAULT_BUDGET, EXTRA_DROPOUT, FINE_TUNE_LR_SCALE,
+from charrnn.training.presets import (CPU_LADDER, DEFAULT_BUDGET, EARLY_STOP, EXTRA_DROPOUT, FINE_TUNE_LR_SCALE,
                              FP32_SLOWDOWN, LARGE_VOCAB, LARGE_VOCAB_EMBED, NOMINAL_STEPS_PER_S,
                              PRESETS, nominal_seconds, preset, resolve_defaults)
 
@@ -45,8 +45,10 @@ def auto(time_limit=None, steps=None, epochs=None, device="cpu", chars=SHAKESPEA
     (dict(epochs=1.0, chars=None, vocab=None), ("cpu-10m", {})),   # of unknown size: as before
     # The corpus: seen less than once, no dropout; seen many times, more.
     (dict(time_limit=600.0, chars=50_000_000), ("cpu-10m", {"dropout": 0.0})),
-    (dict(time_limit=60.0, chars=50_000), ("cpu-1m", {"dropout": EXTRA_DROPOUT})),
-    (dict(time_limit=600.0, chars=200_000), ("cpu-10m", {"dropout": 0.25 + EXTRA_DROPOUT})),
+    (dict(time_limit=60.0, chars=50_000), ("cpu-1m", {"dropout": EXTRA_DROPOUT,
+                                                     "early_stop": EARLY_STOP})),
+    (dict(time_limit=600.0, chars=200_000), ("cpu-10m", {"dropout": 0.25 + EXTRA_DROPOUT,
+                                                        "early_stop": EARLY_STOP})),
     (dict(time_limit=60.0, vocab=LARGE_VOCAB + 15), ("cpu-1m", {"embed_size": LARGE_VOCAB_EMBED})),
     (dict(time_limit=60.0, vocab=LARGE_VOCAB), ("cpu-1m", {})),
     # A fine-tune: the preset's rate x FINE_TUNE_LR_SCALE; the embedding is the source's.
