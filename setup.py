@@ -27,10 +27,14 @@ SERVE = ["fastapi>=0.110", "uvicorn>=0.29"]                     # charrnn serve
 EXPORT = ["onnx>=1.16", "onnxscript>=0.3",                      # charrnn export: torch.onnx's
           "onnxruntime>=1.18"]                                  # exporter, the parity check
 INSIGHT = ["pydivsufsort>=0.0.20"]    # the memorisation check: charrnn novelty, sample --novelty
+HUB = ["huggingface_hub>=0.34,<3"]    # hf:USER/NAME models; `hf upload` shares a checkpoint
 TEST = ["pytest>=7", "hypothesis>=6", "selenium>=4.20",
-        "httpx>=0.27"]                # httpx: Starlette's TestClient
+        "httpx>=0.27",                # httpx: Starlette's TestClient
+        "openai>=1.40", "schemathesis>=4.0"]   # serve: the OpenAI client, the contract
 DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5",  # make docs (the strict build is a test)
-        "mkdocstrings[python]>=0.26"]
+        "mkdocstrings[python]>=0.26",
+        "mkdocs-jupyter>=0.25",                 # the tutorial notebook as a page of the site
+        "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]  # tests/test_tutorial.py runs it
 
 setup(
     name="charrnn",
@@ -50,14 +54,15 @@ setup(
         "safetensors>=0.4",
         "matplotlib>=3.5",       # loss.png and charrnn plot (imported only when drawing)
     ],
-    package_data={"charrnn.serve": ["playground.html"]},
+    package_data={"charrnn.serve": ["playground.html"], "charrnn.export": ["web_page.html"]},
     extras_require={
         "serve": SERVE,
         "export": EXPORT,
         "insight": INSIGHT,
-        "all": SERVE + EXPORT + INSIGHT,
+        "hub": HUB,
+        "all": SERVE + EXPORT + INSIGHT + HUB,
         "docs": DOCS,
-        "dev": SERVE + EXPORT + INSIGHT + TEST + DOCS,    # the tests cover every extra
+        "dev": SERVE + EXPORT + INSIGHT + HUB + TEST + DOCS,    # the tests cover every extra
     },
     entry_points={"console_scripts": ["charrnn=charrnn.__main__:main"]},
 )

@@ -18,6 +18,7 @@ from bench import baseline
 # The sections and helpers that live in their own modules, imported here so that every name
 # stays a section `python -m bench.section NAME` finds (it looks NAME up in this module).
 from bench.german import _mo_strings, german_play, new_corpus  # noqa: F401
+from bench.mincell import quality_min, scan_cost  # noqa: F401  (issue 26: the min cells)
 from bench.sampling_bench import (_matmul_peak, _sample_bounds, _sampling_model,  # noqa: F401
                                   _step_error, _stream_seconds, sample, sample_plain)
 

@@ -17,6 +17,8 @@ every point between: its lowest loss is the best any choice of stopping point co
 ``--part I/N`` runs every Nth cell (two parts side by side, one thread each, use both cores).
 Then fine-tuning: a model trained for 1 minute on the whole verse corpus, fine-tuned with the
 defaults on each 20 and 80 KB prose and code text (seed 1), against the default run from scratch.
+Last, the regularisation auto picks: the 80 and 300 KB texts at 1 minute (seed 1) with the
+dropout of SWEEP beside auto's (``--sweep``, after the grid).
 Results go into bench/RESULTS.md's "small texts" section.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ BUDGETS = {"1 min": 2_520, "2 min": 5_040}       # steps at cpu-1m's nominal 42 
 SEEDS = (1, 2)
 ORACLE_INTERVAL = 25
 ORACLE_PATIENCE = 40
+SWEEP = (0.0, 0.15, 0.3)                         # dropouts tried against auto's pick
 GOAL = 0.03                                      # nats/char between best/ and the oracle's lowest
 
 
@@ -125,6 +128,38 @@ def run_all(texts: dict[str, Path], verse: Path, state: dict, part: int, parts: 
                     save()
 
 
+def run_sweep(texts: dict[str, Path], state: dict, part: int, parts: int) -> None:
+    """The 80 and 300 KB texts at 1 minute, seed 1, at each dropout of SWEEP."""
+    todo = [(name, path, dropout) for name, path in texts.items() if "20 KB" not in name
+            for dropout in SWEEP]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, path, dropout) in enumerate(todo):
+            key = f"{name} | 1 min | seed 1 | dropout {dropout:g}"
+            default = state.get(f"{name} | 1 min | seed 1 | default") or {}
+            if i % parts != part or key in state or default.get("dropout") == dropout:
+                continue
+            print(key, flush=True)
+            state[key] = train(path, BUDGETS["1 min"], 1, Path(tmp) / "run", dropout=dropout)
+            (STATES / f"small-texts-{part}.json").write_text(json.dumps(state, indent=1))
+
+
+def sweep_table(texts: dict[str, Path], state: dict) -> str:
+    rows = []
+    for name in texts:
+        default = state.get(f"{name} | 1 min | seed 1 | default")
+        if "20 KB" in name or not default:
+            continue
+        cells = []
+        for dropout in SWEEP:
+            run = default if default["dropout"] == dropout else \
+                state.get(f"{name} | 1 min | seed 1 | dropout {dropout:g}")
+            cells.append(f"{run['best']:.4f}" + (" (auto)" if run is default else "")
+                         if run else "-")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return (f"| text (1 min, seed 1) | " + " | ".join(f"dropout {d:g}" for d in SWEEP) +
+            " |\n|---|" + "---|" * len(SWEEP) + "\n" + "\n".join(rows))
+
+
 def table(texts: dict[str, Path], state: dict) -> tuple[str, dict]:
     rows, gaps = [], []
     for key, _, _, _ in cells(texts):
@@ -163,6 +198,7 @@ def main() -> None:
                         help="the verse corpus (default: data/shakespeare.txt, `make data`)")
     parser.add_argument("--part", default="0/1", help="I/N: run every Nth cell from the Ith")
     parser.add_argument("--table", action="store_true", help="only write the table")
+    parser.add_argument("--sweep", action="store_true", help="the dropout sweep (after the grid)")
     args = parser.parse_args()
     part, parts = (int(x) for x in args.part.split("/"))
     verse = Path(args.corpus)
@@ -171,7 +207,12 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     texts = write_texts(verse)
     own = STATES / f"small-texts-{part}.json"
-    if not args.table:
+    if args.sweep:           # needs the grid's default runs, from every part's file
+        state = {}
+        for path in sorted(STATES.glob("small-texts-*.json")):
+            state.update(json.loads(path.read_text()))
+        run_sweep(texts, state, part, parts)
+    elif not args.table:
         run_all(texts, verse, json.loads(own.read_text()) if own.exists() else {}, part, parts)
     state = {}
     for path in sorted(STATES.glob("small-texts-*.json")):
@@ -185,7 +226,9 @@ def main() -> None:
                f"the oracle; median gap {summary['median_gap']:+.4f}, largest "
                f"{summary['max_gap']:+.4f} (nats/char).\n\n{rows}\n\n"
                f"Fine-tuning against training from scratch, validation loss of best/ "
-               f"(nats/char):\n\n{fine_tune_table(texts, state)}\n")
+               f"(nats/char):\n\n{fine_tune_table(texts, state)}\n\n"
+               f"The dropout auto picks against others, validation loss of best/ (nats/char):"
+               f"\n\n{sweep_table(texts, state)}\n")
     markers.update(HERE / "RESULTS.md", {"small texts": section})
     print(section)
 

@@ -106,11 +106,16 @@ class Model:
 
     def export(self, out: Union[str, Path], format: str = "onnx", force: bool = False):
         """Write the model to the folder ``out`` in ``format`` (onnx: model.onnx, tokenizer.json,
-        charrnn.json; see charrnn/export/onnx.py) after checking it against PyTorch; returns the
-        parity figures (an export.Parity: max_logit_diff, max_tv). Raises CharRNNError when
-        parity is out of tolerance (nothing is written unless ``force``) or ``out`` holds
-        something else."""
+        charrnn.json; see charrnn/export/onnx.py. web: index.html, a page that generates in the
+        browser, and charrnn-web.json; see charrnn/export/web.py) after checking it against
+        PyTorch; returns the parity figures (onnx: an onnx.Parity: max_logit_diff, max_tv; web:
+        a web.WebExport: precision, page_bytes, max_tv). Raises CharRNNError when parity is out
+        of tolerance (nothing is written unless ``force``), ``out`` holds something else, or
+        (web) the model is too large for a page."""
         settings = ExportConfig(out=str(out), format=format, force=force).validate()
+        if settings.format == "web":
+            from charrnn.export.web import export_web    # (lazily, as onnx below)
+            return export_web(self.net, self.tokenizer, Path(settings.out), force=settings.force)
         # Imported here: loading and sampling must not pay for torch.onnx and onnxruntime.
         from charrnn.export.onnx import export_onnx
         return export_onnx(self.net, self.tokenizer, Path(settings.out), settings.force)
@@ -218,7 +223,9 @@ def _report_config(config: Optional[ReportConfig], options: dict) -> ReportConfi
 
 
 def load(path: Union[str, Path], device: str = "auto") -> Model:
-    """A checkpoint folder, or a training run's folder (its best model), on ``device``.
+    """A checkpoint folder, a training run's folder (its best model), or a model on the
+    Hugging Face Hub, ``"hf:USER/NAME[@REVISION]"`` (its checkpoint files downloaded into the
+    Hugging Face cache, then loaded as a local folder: charrnn/model/hub.py), on ``device``.
     May clean up the leftovers of an interrupted save. Raises CharRNNError."""
     net, tokenizer, saved = load_checkpoint(path, resolve_device(device))
     return Model(net, tokenizer, saved)

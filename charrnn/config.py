@@ -14,7 +14,8 @@ from charrnn import options
 from charrnn.errors import CharRNNError, OptionError
 from charrnn.options import option
 
-CELLS = ("rnn", "gru", "lstm")
+CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
+MIN_CELLS = ("mingru", "minlstm")    # charrnn/model/mincell.py: Feng et al. 2024
 SCHEDULES = ("cosine", "linear", "wsd")   # charrnn/training/schedule.py
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SEED_MAX = 2**63 - 1
@@ -47,17 +48,24 @@ def unescape(text: str) -> str:
 @dataclass
 class ModelConfig:
     """The network's shape: embedding [vocab, embed_size] -> ``layers`` recurrent layers of
-    ``hidden_size`` units -> linear [hidden_size, vocab]. Fixed for the life of a run."""
+    ``hidden_size`` units -> linear [hidden_size, vocab]. Fixed for the life of a run. For
+    mingru and minlstm each layer is a residual block of width hidden_size // expansion around
+    a cell of hidden_size units (charrnn/model/mincell.py), and the output layer reads the
+    width."""
     vocab_size: int = option(0, "Characters in the vocabulary, <unk> included (from the "
                              "tokenizer).", low=0, cli=False, on_resume=False)
-    cell: str = option("lstm", "Recurrent cell.", choices=CELLS, on_resume=False)
+    cell: str = option("lstm", "Recurrent cell. mingru, minlstm: Feng et al. 2024's minimal "
+                       "cells (gates from the input alone), in residual blocks with an MLP, "
+                       "trained with a parallel scan.", choices=CELLS, on_resume=False)
     layers: int = option(2, "Stacked recurrent layers.", low=1, high=64, on_resume=False)
-    hidden_size: int = option(512, "Units per recurrent layer.", low=1, high=1 << 20,
-                              on_resume=False)
+    hidden_size: int = option(512, "Units per recurrent layer (its state); mingru and "
+                              "minlstm: their residual blocks are hidden_size / --expansion "
+                              "wide.", low=1, high=1 << 20, on_resume=False)
     embed_size: int = option(64, "Size of the character embedding.", low=1, high=1 << 20,
                              on_resume=False)
     dropout: float = option(0.0, "Dropout between recurrent layers and before the output "
-                            "layer.", low=0, high=1, high_open=True, on_resume=False)
+                            "layer (mingru, minlstm: also on each block's two residual "
+                            "branches).", low=0, high=1, high_open=True, on_resume=False)
     locked_dropout: bool = option(False, "--dropout before the output layer draws one mask per "
                                   "stream and chunk, shared by its time steps (variational "
                                   "dropout), not one per character; between layers it stays "
@@ -76,10 +84,28 @@ class ModelConfig:
                                 "each chunk zeroes this share of every layer's hidden-to-hidden "
                                 "weights, the rest scaled by 1/(1-p) (AWD-LSTM's weight drop).",
                                 low=0, high=1, high_open=True, on_resume=False)
+    expansion: int = option(2, "mingru and minlstm only: recurrent units per unit of the "
+                            "residual width (the paper's expansion factor); --hidden-size must "
+                            "be a multiple of it.", low=1, high=64, on_resume=False)
+    mlp_ratio: int = option(4, "mingru and minlstm only: each block's MLP is this many times "
+                            "the residual width (0: no MLP).", low=0, high=64, on_resume=False)
 
     def validate(self) -> "ModelConfig":
-        """Raises OptionError (a CharRNNError) for a value outside its range."""
+        """Raises OptionError (a CharRNNError) for a value outside its range, or an option
+        that does not apply to the cell."""
         options.check(self)
+        if self.cell in MIN_CELLS:
+            if self.weight_drop > 0:
+                raise OptionError("weight_drop", f"does not apply to {self.cell}: it has no "
+                                  "hidden-to-hidden weights (use --dropout)")
+            if self.hidden_size % self.expansion:
+                raise OptionError("hidden_size", f"is {self.hidden_size}, not a multiple of "
+                                  f"expansion {self.expansion}")
+        else:
+            for name, default in (("expansion", 2), ("mlp_ratio", 4)):
+                if getattr(self, name) != default:
+                    raise OptionError(name, f"applies to mingru and minlstm only, not "
+                                      f"{self.cell}")
         return self
 
 
@@ -270,36 +296,88 @@ class NoveltyConfig:
 
 @dataclass
 class ServeConfig:
-    """How ``charrnn serve`` serves a model over HTTP (charrnn/serve/app.py)."""
-    host: str = option("127.0.0.1", "Address to listen on (127.0.0.1: this machine only).")
+    """How ``charrnn serve`` serves a model over HTTP (charrnn/serve/app.py). Times are in
+    seconds, sizes in bytes, lengths in characters."""
+    host: str = option("127.0.0.1", "Address to listen on (127.0.0.1: this machine only; "
+                       "0.0.0.0: every address of this machine).")
     port: int = option(8000, "Port to listen on (0: a free one; the port bound is printed).",
                        low=0, high=65535)
     device: str = option("cpu", "Where the model runs (for a few streams the CPU beats a "
                          "GPU's launch overhead).", choices=DEVICES)
     precision: str = option("fp32", "Of the sampling step's weights (see charrnn sample).",
                             choices=("fp32", "bf16"))
+    name: Optional[str] = option(None, "The model's name in /v1/models and the `model` field "
+                                 "of /v1/completions (default: its run folder's name).")
     max_batch: int = option(64, "Samples generated at once, in one batched step; requests "
                             "beyond wait in the queue.", low=1, high=4096)
     max_queue: int = option(64, "Requests that may wait for a slot; past it, HTTP 503.",
                             low=0, high=1 << 20)
+    client_slots: Optional[int] = option(None, "Most samples one client runs at once "
+                                         "(default: half of --max-batch), so that others "
+                                         "always find a slot.", low=1, high=4096)
+    client_queue: Optional[int] = option(None, "Most requests one client may have waiting "
+                                         "(default: a quarter of --max-queue, at least 1); "
+                                         "past it, HTTP 503.", low=0, high=1 << 20)
     max_length: int = option(10_000, "Most characters one request may ask for.", low=1,
                              high=10**9)
+    max_prime: int = option(8_192, "Longest prime (prompt), in characters; past it, HTTP "
+                            "422 (400 on /v1/completions).", low=1, high=10**8)
+    max_stop: int = option(256, "Longest stop text, in characters.", low=1, high=10**6)
     max_body: int = option(65_536, "Largest request body, in bytes; past it, HTTP 413.",
                            low=64, high=1 << 30)
+    max_connections: Optional[int] = option(None, "Open connections at most; past it, a new "
+                                            "one gets HTTP 503 and is closed (default: the "
+                                            "open-file limit less 64, at most 1,000).",
+                                            low=1, high=1 << 20)
+    header_timeout: float = option(10.0, "Seconds a client has to send a request's headers "
+                                   "once it starts one (or opens the connection).", low=0,
+                                   low_open=True, high=86400)
+    body_timeout: float = option(30.0, "Seconds a client has to send a request's body once "
+                                 "its headers are in.", low=0, low_open=True, high=86400)
+    keep_alive_timeout: float = option(5.0, "Seconds an idle keep-alive connection stays "
+                                       "open.", low=0, low_open=True, high=86400)
+    api_key: Optional[str] = option(None, "Require `Authorization: Bearer KEY` on /v1/* "
+                                    "(or set CHARRNN_API_KEY, or use --api-key-file).",
+                                    metavar="KEY")
+    api_key_file: Optional[str] = option(None, "A file of API keys, one per line (# starts "
+                                         "a comment); with several, clients are told apart "
+                                         "by key.", metavar="FILE")
+    allowed_hosts: Optional[str] = option(None, "Host names the server answers to, "
+                                          "comma-separated (e.g. api.example.com); other "
+                                          "Host headers get HTTP 400 (default: on a loopback "
+                                          "address, localhost and 127.0.0.1 only).",
+                                          metavar="HOSTS")
+    forwarded_allow_ips: Optional[str] = option(None, "Addresses of trusted reverse proxies, "
+                                                "comma-separated (e.g. 127.0.0.1): their "
+                                                "X-Forwarded-For names the client.",
+                                                metavar="IPS")
     cors_origin: Optional[str] = option(None, "Let pages of this origin (e.g. "
-                                        "http://localhost:3000) call the API; otherwise "
-                                        "cross-origin requests are refused.")
+                                        "http://localhost:3000, no trailing slash; * for "
+                                        "any page) call the API; otherwise cross-origin "
+                                        "requests are refused.", metavar="ORIGIN")
 
     def validate(self) -> "ServeConfig":
+        """Raises OptionError for a value out of range or a --cors-origin that is not an
+        origin (scheme://host[:port] or *)."""
         options.check(self)
+        if self.cors_origin is not None and self.cors_origin != "*":
+            origin = self.cors_origin
+            if not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                fixed = re.match(r"(https?://[^/?#\s]+)", origin)
+                hint = f"; use {fixed.group(1)}" if fixed else ""
+                raise OptionError("cors_origin", "must be an origin, scheme://host[:port] "
+                                  f"with no path or trailing slash, or * (any page), got "
+                                  f"{origin!r}{hint}")
         return self
 
 
 @dataclass
 class ExportConfig:
-    """What ``charrnn export`` writes (charrnn/export/onnx.py)."""
+    """What ``charrnn export`` writes (charrnn/export/onnx.py; web: charrnn/export/web.py)."""
     out: Optional[str] = option(None, "Folder to write the exported model to (required).")
-    format: str = option("onnx", "Export format.", choices=("onnx",))
+    format: str = option("onnx", "Export format: onnx (a graph for onnxruntime) or web (one "
+                         "HTML page that generates in the browser, no server).",
+                         choices=("onnx", "web"))
     force: bool = option(False, "Keep the export even when its parity check fails.")
 
     def validate(self) -> "ExportConfig":

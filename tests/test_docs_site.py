@@ -42,9 +42,14 @@ def site(tmp_path_factory) -> Path:
     return site
 
 
+def _pages() -> list[Path]:
+    """The site's pages: docs/'s Markdown and its notebooks (the tutorial, by mkdocs-jupyter)."""
+    return [p.relative_to(ROOT / "docs") for pattern in ("*.md", "*.ipynb")
+            for p in (ROOT / "docs").rglob(pattern) if ".ipynb_checkpoints" not in p.parts]
+
+
 def test_the_strict_build_makes_every_page(site):
-    pages = [p.relative_to(ROOT / "docs").with_suffix(".html")
-             for p in (ROOT / "docs").rglob("*.md")]
+    pages = [p.with_suffix(".html") for p in _pages()]
     assert Path("index.html") in pages and Path("reference/api.html") in pages
     assert [p for p in pages if not (site / p).is_file()] == []
 
@@ -90,8 +95,9 @@ def test_the_reference_index_lists_the_public_names_of_charrnn():
 def test_every_page_is_in_the_nav():
     # mkdocs.yml's nav, read as text: each "- Title: page.md" or "- page.md" line.
     config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
-    nav = set(re.findall(r"^\s*- (?:[^:\n]+: )?([\w/.-]+\.md)\s*$", config, re.MULTILINE))
-    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    nav = set(re.findall(r"^\s*- (?:[^:\n]+: )?([\w/.-]+\.(?:md|ipynb))\s*$", config,
+                         re.MULTILINE))
+    pages = {p.as_posix() for p in _pages()}
     assert nav == pages
 
 
@@ -126,6 +132,16 @@ def test_the_built_pages_in_a_browser(browser, site, tmp_path):
         "return Array.from(document.querySelectorAll('link[href], script[src], img[src]'),"
         " e => e.href || e.src)")
     assert used and [url for url in used if not url.startswith("file://")] == [], used
+
+
+def test_the_tutorial_page_shows_its_outputs(site):
+    # The notebook's stored outputs (a learner's run), pictures inline: nothing is executed
+    # by the build, and nothing is fetched by the page.
+    page = (site / "tutorial" / "rnn-to-lstm.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') >= 6
+    assert "largest difference from CharRNN.step" in page
+    assert not re.findall(r'<(?:script|img|link)[^>]+(?:src|href)="https?://', page)
+    assert (site / "tutorial" / "rnn-to-lstm.ipynb").is_file()     # the download link's target
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Each extra and the import names of its packages (the same as their distribution names).
 EXTRAS = {"serve": ("fastapi", "uvicorn"), "export": ("onnx", "onnxscript", "onnxruntime"),
-          "insight": ("pydivsufsort",)}
+          "insight": ("pydivsufsort",), "hub": ("huggingface_hub",)}
 EVERY = tuple(name for names in EXTRAS.values() for name in names)
 NOVELTY = "the memorisation check (charrnn novelty, charrnn sample --novelty)"
 

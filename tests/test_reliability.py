@@ -518,6 +518,7 @@ def test_kill_9_during_checkpoint_writes_leaves_a_complete_checkpoint(tmp_path):
             assert last.name == "last" and load_checkpoint(last)[2]["format"] == "charrnn"
             assert load_trainer_state(last)["loop"]["step"] == 1
             assert sorted(os.listdir(run)) == ["best", "last"]      # leftovers cleaned up
+            assert all((run / n / "README.md").is_file() for n in ("best", "last"))  # the card
     finally:
         child.stdin.close()
         child.wait(timeout=30)

@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 from charrnn.errors import CharRNNError
 
 BLOCK_BYTES = 8 << 20
+HUB_TIMEOUT = 5.0     # seconds: how long an hf: corpus waits for the Hub before failing
 _SPLIT = re.compile(r"^(train|training|validation|valid|val|test|dev)(\[.*\])?$|.*\[.*\]$")
 
 
@@ -208,6 +209,8 @@ def parse_hf_spec(spec: str) -> tuple[str, Optional[str], str]:
 def _hf_blocks(name: str, config: Optional[str], split: str) -> Iterator[Block]:
     import datasets  # imported here: it is slow to import and only this path needs it
 
+    if not (datasets.config.HF_HUB_OFFLINE or Path(name).exists()):
+        _check_hub_reachable(name)
     try:
         dataset = datasets.load_dataset(name, config, split=split)
     except Exception as err:  # the hub and builders raise many types; all mean "cannot load"
@@ -220,6 +223,25 @@ def _hf_blocks(name: str, config: Optional[str], split: str) -> Iterator[Block]:
         if rows:
             text = "\n".join(rows) + "\n"
             yield Block(text.encode("utf-8", "surrogatepass"), text)
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Ask the Hub about dataset ``name`` once, waiting at most HUB_TIMEOUT seconds: with no
+    network the datasets library would retry for half a minute. Any answer from the Hub (even
+    "not found", which load_dataset then reports) passes. Raises CharRNNError, in one line,
+    when the Hub cannot be reached."""
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
+    try:
+        huggingface_hub.HfApi().dataset_info(name, timeout=HUB_TIMEOUT)
+    except HfHubHTTPError:
+        return              # the Hub answered: load_dataset says what is wrong, if anything
+    except Exception as err:  # the transport's errors (refused, timed out, no DNS): no Hub
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() \
+            else type(err).__name__
+        raise CharRNNError(f"cannot reach the Hugging Face Hub for dataset {name!r} "
+                           f"({reason}): connect to the network, or set HF_HUB_OFFLINE=1 to "
+                           "use a copy in the datasets cache") from None
 
 
 def _text_column(dataset, name: str) -> str:

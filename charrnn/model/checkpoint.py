@@ -5,6 +5,7 @@
     tokenizer.json     the tokenizers-library tokenizer
     trainer_state.pt   only in ``last``: optimizer, step, data position, hidden state, RNG;
                        tensors and plain containers, read with torch.load(weights_only=True)
+    README.md          the model card, in the Hugging Face Hub's format (charrnn/model/card.py)
 
 This module is the one place that writes and reads config.json. A checkpoint folder is written
 whole under a temporary name and renamed into place (charrnn/files.py), so a crash at any
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save
 from charrnn import files
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError
+from charrnn.model import card, hub
 from charrnn.model.network import CharRNN
 from charrnn.data.tokenizer import CharTokenizer
 from charrnn.version import __version__
@@ -32,6 +34,7 @@ FORMAT = "charrnn"
 FORMAT_VERSION = 1
 FILES = ("config.json", "model.safetensors", "tokenizer.json")
 STATE_FILE = "trainer_state.pt"
+CARD = card.CARD          # README.md: in every checkpoint written since 0.3, not required
 BROKEN = "use the run's other checkpoint (best or last) or train it again"
 
 
@@ -56,11 +59,12 @@ def checkpoint_config(model: CharRNN, tokenizer: CharTokenizer, train: Optional[
 
 
 def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, config: dict,
-                    trainer_state: Optional[dict] = None) -> None:
+                    trainer_state: Optional[dict] = None, sample: Optional[dict] = None) -> None:
     """Write a complete checkpoint to ``folder``, replacing any previous one atomically.
 
     ``config`` is the config.json dict (see ``checkpoint_config``; the format and version keys
-    are filled in if missing: ``header``). Raises CharRNNError when the disk is full or the
+    are filled in if missing: ``header``). README.md, the model card (charrnn/model/card.py),
+    is written from it and ``sample`` (a samples.jsonl record, or None). Raises CharRNNError when the disk is full or the
     folder is not writable; the previous checkpoint is then intact."""
     config = {**header(model), **config}
     try:
@@ -71,6 +75,8 @@ def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, conf
             # readable by its owner alone, 0600, whatever the umask says)
             files.write_bytes(tmp / "model.safetensors", save(weights, metadata={"format": "pt"}))
             tokenizer.save(tmp / "tokenizer.json")
+            files.write_bytes(tmp / CARD, card.card_text(config, sample, card.card_name(folder))
+                              .encode("utf-8"))
             if trainer_state is not None:
                 torch.save(trainer_state, tmp / STATE_FILE)
     except (OSError, SafetensorError, RuntimeError) as err:
@@ -85,14 +91,19 @@ def save_checkpoint(folder: Path, model: CharRNN, tokenizer: CharTokenizer, conf
 def recover(run_dir: Path) -> None:
     """Undo a checkpoint save interrupted between its two renames; drop half-written temp
     folders of dead processes (charrnn/files.py). Raises OSError on a read-only folder."""
-    files.undo_interrupted_swaps(run_dir, allowed=(*FILES, STATE_FILE), complete=FILES)
+    files.undo_interrupted_swaps(run_dir, allowed=(*FILES, STATE_FILE, CARD),
+                                 complete=FILES)
 
 
 def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
-    """The checkpoint folder that ``path`` means: itself, or its ``best``/``last`` subfolder.
+    """The checkpoint folder that ``path`` means: itself, or its ``best``/``last`` subfolder;
+    for a str ``hf:USER/NAME[@REVISION]``, the Hub model's snapshot in the Hugging Face cache,
+    downloaded if needed (charrnn/model/hub.py).
 
     Cleans up the leftovers of an interrupted save on the way (``recover``). Raises
     CharRNNError when there is no checkpoint there."""
+    if hub.is_hub_id(path):
+        return hub.download(path)
     path = Path(path)
     if not path.exists() and path.name in ("best", "last") and path.parent.is_dir():
         _try_recover(path.parent)    # a `best`/`last` folder whose save was interrupted
@@ -110,6 +121,23 @@ def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
             return path / name
     raise CharRNNError(f"{path} holds no charrnn checkpoint (no config.json): give a run "
                        "folder made by charrnn train, or its best/ or last/")
+
+
+def complete_cards(run_dir: Path, names=("best", "last")) -> None:
+    """After a training run, outside its time limit: give every checkpoint of ``run_dir`` named
+    in ``names`` whose card has no sample one drawn with its own seeded generator
+    (card.py's ``draw_sample``), and rewrite the card; torch's random state is left as it
+    was. Raises CharRNNError for an unreadable checkpoint and OSError for a folder that
+    cannot be written."""
+    for name in names:
+        folder = Path(run_dir) / name
+        path = folder / CARD
+        if not (folder / "config.json").is_file() or \
+                (path.is_file() and card.NO_SAMPLE not in path.read_text(encoding="utf-8")):
+            continue
+        with torch.random.fork_rng(devices=[]):    # building the net draws initial weights
+            net, tokenizer, config = load_checkpoint(folder, "cpu")
+        card.write_card(folder, config, card.draw_sample(net, tokenizer))
 
 
 def _try_recover(folder: Path) -> None:

@@ -6,8 +6,12 @@ and the output layer y_t = W_hy h_t + b_y. Training uses torch's fused nn.RNN/GR
 CUDA). ``CharRNN.step`` writes one time step out gate by gate, from the same weights: the
 readable reference; sampling runs charrnn/sampling/fast_step.py's optimised version of it.
 
-The hidden state is nn.RNN/GRU/LSTM's: a tensor [layers, batch, hidden] (rnn, gru) or a pair
-(h, c) of them (lstm). The helpers at the end of this module are the only code that looks
+The ``mingru`` and ``minlstm`` cells (Feng et al. 2024) are residual blocks around a recurrence
+without W_hh, trained with a parallel scan (charrnn/model/mincell.py); their ``step`` is
+written out there, and the output layer reads the blocks' width, hidden_size // expansion.
+
+The hidden state is nn.RNN/GRU/LSTM's: a tensor [layers, batch, hidden] (rnn, gru, mingru,
+minlstm) or a pair (h, c) of them (lstm). The helpers at the end of this module are the only code that looks
 inside it.
 """
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charrnn.config import ModelConfig
+from charrnn.model import mincell
 
 Hidden = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 RECURRENT = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -30,16 +35,22 @@ class CharRNN(nn.Module):
 
     Parameters: ``embed`` [vocab, embed_size], ``rnn`` (torch's nn.RNN/GRU/LSTM, weights
     ``weight_ih_l{i}`` [gates * hidden, in], ``weight_hh_l{i}`` [gates * hidden, hidden]),
-    ``head`` [vocab, hidden]. Raises OptionError (a CharRNNError) for a bad ``config``."""
+    ``head`` [vocab, hidden]. For mingru and minlstm, ``rnn`` is a mincell.MinStack and
+    ``head`` is [vocab, hidden // expansion]. Raises OptionError (a CharRNNError) for a bad
+    ``config``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config.validate()
         self.embed = nn.Embedding(config.vocab_size, config.embed_size)
-        self.rnn = RECURRENT[config.cell](
-            config.embed_size, config.hidden_size, num_layers=config.layers, batch_first=True,
-            dropout=config.dropout if config.layers > 1 else 0.0)
-        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        if mincell.is_min(config):
+            self.rnn, out = mincell.MinStack(config), mincell.width(config)
+        else:
+            self.rnn, out = RECURRENT[config.cell](
+                config.embed_size, config.hidden_size, num_layers=config.layers,
+                batch_first=True, dropout=config.dropout if config.layers > 1 else 0.0), \
+                config.hidden_size
+        self.head = nn.Linear(out, config.vocab_size)
         if config.cell == "lstm":
             self._open_forget_gates()
 
@@ -66,7 +77,11 @@ class CharRNN(nn.Module):
     def _recurrent(self, x: torch.Tensor, hidden: Optional[Hidden]) -> tuple[torch.Tensor, Hidden]:
         # With weight drop while training: the same fused kernel, on the masked weights
         # (functional_call swaps them in for this call), never a per-step Python loop.
-        if not (self.training and self.config.weight_drop > 0):
+        config = self.config
+        if mincell.is_min(config):
+            return self.rnn(x, hidden, lambda t: _dropout(t, config.dropout, self.training,
+                                                          config.dropout_mask))
+        if not (self.training and config.weight_drop > 0):
             return self.rnn(x, hidden)
         return torch.func.functional_call(self.rnn, self.dropped_weights(), (x, hidden))
 
@@ -98,12 +113,16 @@ class CharRNN(nn.Module):
         to ``forward(ids[:, None], hidden)`` (to rounding) in eval mode: dropout is never
         applied. The embedding row of each id goes through every layer's nn.RNN / nn.GRU /
         nn.LSTM equations (as torch documents them), on this model's own weights
-        (``layer_weights``), then through ``head``. Slow (plain products); for sampling use
+        (``layer_weights``), then through ``head``; for mingru and minlstm through
+        ``mincell.MinStack.step`` (the paper's h_t = a_t * h_{t-1} + b_t, in linear space). Slow (plain products); for sampling use
         charrnn.sampling.fast_step.FastStep. Raises IndexError for an id outside [0, vocab) and
         ValueError for a hidden state of another layout or shape.
         """
         cell, parts = self.config.cell, hidden_parts(hidden)
         self._check_hidden(parts, ids.shape[0])     # (not len(): it would fix an exported batch)
+        if mincell.is_min(self.config):              # its blocks, written out in mincell.py
+            x, hidden = self.rnn.step(self.embed(ids), hidden)
+            return self.head(x), hidden
         x, new_parts = self.embed(ids), [[] for _ in parts]
         for layer in range(self.config.layers):
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)
@@ -132,7 +151,8 @@ class CharRNN(nn.Module):
         """(weight_ih [gates*hidden, in], weight_hh [gates*hidden, hidden], bias_ih, bias_hh
         [gates*hidden]) of recurrent layer ``layer``, gates in torch's order (lstm: i, f, g, o;
         gru: r, z, n; rnn: one). ``in`` is embed_size for layer 0, else hidden_size. Raises
-        AttributeError for a layer the model does not have."""
+        AttributeError for a layer the model does not have, or for mingru and minlstm (no
+        weight_hh: see ``rnn.blocks[layer]``)."""
         return tuple(getattr(self.rnn, f"{name}_l{layer}")
                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 

@@ -19,6 +19,11 @@ prepared once, from the model's own:
   in fp32 (the higher layers' gates leave the product rounded to bf16); logits move by about
   1e-3, the next-character total variation by about 1e-4 (bench/TRIED.md).
 
+For mingru and minlstm (charrnn/model/mincell.py) the embedding's projection to the blocks'
+width is the lookup table, each block runs its products through the same prepared ``_Linear``,
+and the recurrence is the paper's h = a * h + b with (a, b) from ``mincell.coefficients``; the
+norms and GELU are torch's own.
+
 In fp32 on CPU each row's arithmetic does not depend on the batch size: row i of a batch of 8
 equals, bit for bit, the same row stepped alone (the sampler's seed rule relies on it).
 """
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.errors import CharRNNError
+from charrnn.model import mincell
 from charrnn.model.network import CharRNN, Hidden, hidden_from_parts, hidden_parts
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -117,6 +123,10 @@ class FastStep:
                                f"got {precision!r}")
         config, dtype = model.config, PRECISIONS[precision]
         self.cell, self.size, self.layers = config.cell, config.hidden_size, config.layers
+        self.blocks: list[_MinBlock] = []
+        if mincell.is_min(config):
+            self._prepare_min(model, batch, dtype)
+            return
         with torch.no_grad():
             weights = [self._ordered(model.layer_weights(i)) for i in range(config.layers)]
             w_ih, _, b_ih, b_hh = weights[0]
@@ -136,9 +146,23 @@ class FastStep:
             self.head = _Linear(model.head.weight, model.head.bias, batch, torch.float32)
         self.onednn = self.head.packed is not None   # True: products use prepacked weights
 
+    def _prepare_min(self, model: CharRNN, batch: int, dtype: torch.dtype) -> None:
+        """The min-cell version of the preparation: the table, each block's products, the
+        final norm and the head (fp32)."""
+        stack = model.rnn
+        self.recurrent, self.joint, self.inputs = [], [], []
+        with torch.no_grad():
+            self.input_table = F.linear(model.embed.weight, stack.proj.weight,
+                                        stack.proj.bias).contiguous()
+            self.blocks = [_MinBlock(block, batch, dtype) for block in stack.blocks]
+            self.norm = _norm(stack.norm)
+            self.head = _Linear(model.head.weight, model.head.bias, batch, torch.float32)
+        self.onednn = self.head.packed is not None
+
     def products(self) -> list[_Linear]:
         """Every weight product of one step (in no particular order)."""
-        return [p for p in (*self.recurrent, *self.joint, *self.inputs, self.head) if p]
+        blocks = [p for block in self.blocks for p in block.products]
+        return [p for p in (*self.recurrent, *self.joint, *self.inputs, *blocks, self.head) if p]
 
     def weight_bytes(self) -> int:
         """Bytes of weights one step reads at batch 1: every product's weight and bias in its
@@ -169,6 +193,8 @@ class FastStep:
         stacking and unstacking in the sampling loop. ids [batch] int64, each state tensor
         float32 [batch, hidden] -> logits [batch, vocab] float32 and the next per-layer state.
         The inputs are not modified."""
+        if self.blocks:
+            return self._min_step(ids, layers)
         x, h_new, c_new = None, [], []
         for i, h in enumerate(layers[0]):
             if self.cell == "gru":
@@ -183,6 +209,13 @@ class FastStep:
             h_new.append(x)
         logits = self.head(x)
         return logits, ((h_new, c_new) if self.cell == "lstm" else (h_new,))
+
+    def _min_step(self, ids: torch.Tensor, layers: Layers) -> tuple[torch.Tensor, Layers]:
+        x, h_new = self.input_table.index_select(0, ids), []
+        for block, h in zip(self.blocks, layers[0]):
+            x, h = block(x, h)
+            h_new.append(h)
+        return self.head(F.layer_norm(x, *self.norm)), (h_new,)
 
     def _gates(self, i: int, ids: torch.Tensor, x: Optional[torch.Tensor], h: torch.Tensor
                ) -> torch.Tensor:
@@ -208,6 +241,38 @@ class FastStep:
         reset, update = torch.sigmoid(r_i + r_h), torch.sigmoid(z_i + z_h)
         candidate = torch.tanh(n_i + reset * n_h)
         return candidate + update * (h - candidate)
+
+
+def _norm(norm: torch.nn.LayerNorm) -> tuple:
+    """F.layer_norm's arguments after the input, from a LayerNorm: (shape, weight, bias, eps)."""
+    return (norm.normalized_shape, norm.weight.detach().clone(), norm.bias.detach().clone(),
+            norm.eps)
+
+
+class _MinBlock:
+    """One mincell.MinBlock prepared for the step loop: its norms, and its four products as
+    ``_Linear`` (in the step's precision). Feng et al. 2024; see mincell.py."""
+
+    def __init__(self, block: mincell.MinBlock, batch: int, dtype: torch.dtype):
+        self.cell, self.mlp = block.cell, block.mlp
+        self.norm_cell = _norm(block.norm_cell)
+        self.cell_in = _Linear(block.cell_in.weight, block.cell_in.bias, batch, dtype)
+        self.cell_out = _Linear(block.cell_out.weight, block.cell_out.bias, batch, dtype)
+        self.products = [self.cell_in, self.cell_out]
+        if self.mlp:
+            self.norm_mlp = _norm(block.norm_mlp)
+            self.mlp_in = _Linear(block.mlp_in.weight, block.mlp_in.bias, batch, dtype)
+            self.mlp_out = _Linear(block.mlp_out.weight, block.mlp_out.bias, batch, dtype)
+            self.products += [self.mlp_in, self.mlp_out]
+
+    def __call__(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [batch, width], h [batch, units] float32 -> (x after the block, next h)."""
+        a, b = mincell.coefficients(self.cell, self.cell_in(F.layer_norm(x, *self.norm_cell)))
+        h = torch.addcmul(b, a, h)
+        x = x + self.cell_out(h)
+        if self.mlp:
+            x = x + self.mlp_out(F.gelu(self.mlp_in(F.layer_norm(x, *self.norm_mlp))))
+        return x, h
 
 
 def to_layers(hidden: Hidden) -> Layers:

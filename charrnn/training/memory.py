@@ -20,6 +20,7 @@ import torch
 
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
+from charrnn.model import mincell
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 # Floats kept per character and per hidden unit for the backward pass (gates, states, the
@@ -34,6 +35,8 @@ OUT_OF_MEMORY = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutO
 
 def num_params(model: ModelConfig) -> int:
     """Parameters of a CharRNN of this shape, counted without building it."""
+    if mincell.is_min(model):
+        return mincell.count_params(model)
     gates, hidden, vocab = GATES[model.cell], model.hidden_size, max(1, model.vocab_size)
     recurrent = sum(gates * hidden * ((model.embed_size if layer == 0 else hidden) + hidden)
                     + 2 * gates * hidden for layer in range(model.layers))
@@ -53,7 +56,8 @@ class Need:
 
 def training_need(model: ModelConfig, batch_size: int, seq_len: int) -> Need:
     """The estimate of one training process's peak memory (see the constants above)."""
-    per_char = model.embed_size + model.layers * model.hidden_size * SAVED_PER_UNIT[model.cell] \
+    per_char = model.embed_size + (mincell.saved_per_char(model) if mincell.is_min(model) else
+                                   model.layers * model.hidden_size * SAVED_PER_UNIT[model.cell]) \
         + SAVED_PER_LOGIT * max(1, model.vocab_size)
     return Need(16 * num_params(model), 4 * per_char * batch_size * seq_len)
 

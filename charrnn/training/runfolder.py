@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from charrnn import files
+from charrnn.model.card import latest_sample
 from charrnn.model.checkpoint import checkpoint_config, recover, save_checkpoint
 from charrnn.config import TrainConfig
 from charrnn.errors import CharRNNError
@@ -148,11 +149,13 @@ class RunFolder:
              metrics: dict, corpus: str, state: Optional[dict] = None) -> None:
         """Write checkpoint ``name`` (best, last or a snapshot) atomically: config.json from
         the keyword arguments (``checkpoint_config``) and the corpus record, the weights, the
-        tokenizer and, when given, trainer_state.pt's ``state``. Raises CharRNNError."""
+        tokenizer, the model card (with the latest --sample-every sample: no sampling here)
+        and, when given, trainer_state.pt's ``state``. Raises CharRNNError."""
         if self.writer:
             saved = checkpoint_config(model, tokenizer, config, metrics, corpus)
             save_checkpoint(self.path / name, model, tokenizer,
-                            {**saved, **self.corpus_record}, state)
+                            {**saved, **self.corpus_record}, state,
+                            sample=latest_sample(self.path / SAMPLES))
 
     def snapshots(self) -> list[str]:
         """The snapshot folders (step-NNNNNN), oldest first."""

@@ -25,6 +25,7 @@ from charrnn.config import TrainConfig
 from charrnn.training.deadline import Deadline
 from charrnn.model.device import autocast, resolve_device
 from charrnn.errors import CharRNNError, PeerError
+from charrnn.model.checkpoint import complete_cards
 from charrnn.model.evaluate import LN2
 from charrnn.training.intervals import at_step, prime_hint
 from charrnn.model.network import detach
@@ -175,6 +176,9 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
                 stop.reason = "callback"
     # A run that reached its limit ends with an evaluation; a stopped one saves `last`.
     finish(run, stopped_by, losses, speed.value, deadline.skips(stopped_by))
+    # Model cards without a --sample-every sample get one, drawn after the time limit's loop.
+    if run.folder.writer:
+        complete_cards(run.folder.path)
     bar.close()
     return _result(run, stopped_by)
 

@@ -27,6 +27,17 @@ def _net(cell, layers):
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_every_cell_exports_and_matches_pytorch(cell, layers, tmp_path):
+    _exports_and_matches(cell, layers, tmp_path)
+
+
+@pytest.mark.parametrize("cell,layers", [("mingru", 2), ("minlstm", 1)])
+def test_the_min_cells_export_and_match_pytorch(cell, layers, tmp_path):
+    """mingru and minlstm (Feng et al. 2024): their step, norms and MLP included, exports with
+    the state [layers, batch, hidden] as for gru."""
+    _exports_and_matches(cell, layers, tmp_path)
+
+
+def _exports_and_matches(cell, layers, tmp_path):
     net = _net(cell, layers)
     parity = export_onnx(net, TOKENIZER, tmp_path / "out")
     assert parity.chars == PARITY_CHARS and parity.ok

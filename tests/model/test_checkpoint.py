@@ -97,7 +97,8 @@ def test_checkpoint_files_follow_the_umask_like_any_file(trained, tmp_path):
     finally:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
-    assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "tokenizer.json": 0o644}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "tokenizer.json": 0o644,
+                     "README.md": 0o644}
 
 
 def test_a_checkpoint_saved_before_the_paired_dropout_mask_keeps_the_bernoulli_one(trained,

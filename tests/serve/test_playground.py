@@ -11,6 +11,7 @@ import charrnn
 from charrnn.config import ServeConfig
 from charrnn.serve.app import create_app
 from charrnn.serve.server import bind
+from live import serve_live  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +49,19 @@ def test_type_a_prime_press_generate_and_see_the_text_arrive(browser, page_serve
     assert browser.find_element(By.ID, "generate").is_enabled()
     shot = tmp_path / "playground.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_the_page_asks_for_the_key_when_the_server_has_one(browser, serve_live):
+    from selenium.webdriver.support import expected_conditions
+    with serve_live(api_key="page-key-0123456789") as (model, url):
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        alert = wait.until(expected_conditions.alert_is_present())
+        assert "API key" in alert.text
+        alert.send_keys("page-key-0123456789")
+        alert.accept()
+        wait.until(lambda b: "LSTM 1x64" in b.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "prime").send_keys("the ")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: "stopped: length" in b.find_element(By.ID, "status").text)
+        browser.execute_script("sessionStorage.clear()")

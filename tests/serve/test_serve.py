@@ -145,7 +145,8 @@ def test_info_health_openapi_and_the_page(served):
     assert info["metrics"]["val_loss"] == model.saved_config["metrics"]["val_loss"]
     assert info["sampling"]["defaults"]["temperature"] == 1.0
     assert info["limits"] == {"max_batch": 8, "max_queue": 64, "max_length": 500,
-                              "max_body": 2048}
+                              "max_prime": 8192, "max_stop": 256, "max_body": 2048}
+    assert info["name"] == "run" and "checkpoint" not in info      # no path of the server
     assert client.get("/health").json() == {"status": "ok", "running": 0, "waiting": 0}
     schema = client.get("/openapi.json").json()
     body = schema["components"]["schemas"]["GenerateRequest"]

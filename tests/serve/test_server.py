@@ -19,7 +19,7 @@ import pytest
 import charrnn
 
 LIMITS = ["--max-batch", "4", "--max-queue", "2", "--max-length", "1000000", "--max-body",
-          "4096"]
+          "4096", "--client-slots", "4", "--client-queue", "2"]     # (one client: all of it)
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,16 @@ def test_the_reason_names_the_budget_the_corpus_and_each_change():
     assert "5,000 steps" in auto(steps=5000).reason
 
 
+@pytest.mark.parametrize("fine_tune", [False, True])
+def test_early_stopping_comes_with_many_epochs_from_scratch_or_fine_tuning(fine_tune):
+    """Over MANY_EPOCHS passes, early stopping; a text the budget passes over fewer times
+    trains to its limit (tinyshakespeare: ~11 epochs in cpu-10m's 10 minutes)."""
+    small = auto(time_limit=60.0, chars=50_000, fine_tune=fine_tune)
+    assert small.overrides["early_stop"] == EARLY_STOP
+    assert f"early stop after {EARLY_STOP} validations" in small.reason
+    assert "early_stop" not in auto(time_limit=600.0, fine_tune=fine_tune).overrides
+
+
 def test_the_resolved_config_is_the_preset_with_the_overrides():
     resolved = auto(time_limit=600.0, chars=200_000, vocab=400, fine_tune=True)
     config = resolved.config().validate()
