@@ -20,7 +20,8 @@ setup: $(VENV)/.installed
 
 # torch is installed first and pinned: an unpinned torch would pull several GB of CUDA wheels.
 # torch 2.13.0, tokenizers and datasets need Python 3.10 or newer: say so before anything else.
-# .[dev] is the test tools and every extra (serve, export, insight): make installs everything.
+# .[dev] is the test tools and every extra (serve, export, insight, hub, tensorboard): make
+# installs everything.
 $(VENV)/.installed: setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: charrnn needs Python 3.10 or newer; this is " + sys.version.split()[0] + ": install a newer one or run make PYTHON=python3.11 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

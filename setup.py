@@ -28,6 +28,9 @@ EXPORT = ["onnx>=1.16", "onnxscript>=0.3",                      # charrnn export
           "onnxruntime>=1.18"]                                  # exporter, the parity check
 INSIGHT = ["pydivsufsort>=0.0.20"]    # the memorisation check: charrnn novelty, sample --novelty
 HUB = ["huggingface_hub>=0.34,<3"]    # hf:USER/NAME models; `hf upload` shares a checkpoint
+# charrnn train --tensorboard: torch.utils.tensorboard's SummaryWriter writes the events, and
+# the tests read them back with TensorBoard's own reader (~55 MB with grpcio and its server).
+TENSORBOARD = ["tensorboard>=2.14"]
 TEST = ["pytest>=7", "hypothesis>=6", "selenium>=4.20",
         "httpx>=0.27",                # httpx: Starlette's TestClient
         "openai>=1.40", "schemathesis>=4.0"]   # serve: the OpenAI client, the contract
@@ -60,9 +63,11 @@ setup(
         "export": EXPORT,
         "insight": INSIGHT,
         "hub": HUB,
-        "all": SERVE + EXPORT + INSIGHT + HUB,
+        "tensorboard": TENSORBOARD,
+        "all": SERVE + EXPORT + INSIGHT + HUB + TENSORBOARD,
         "docs": DOCS,
-        "dev": SERVE + EXPORT + INSIGHT + HUB + TEST + DOCS,    # the tests cover every extra
+        # The tests cover every extra.
+        "dev": SERVE + EXPORT + INSIGHT + HUB + TENSORBOARD + TEST + DOCS,
     },
     entry_points={"console_scripts": ["charrnn=charrnn.__main__:main"]},
 )

@@ -19,7 +19,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -161,24 +161,43 @@ class Model:
         return Evaluation(loss, loss / LN2, len(ids), self.tokenizer.unknown_chars(seen))
 
     def report(self, text: str, path: Union[str, Path], config: Optional[ReportConfig] = None,
-               title: Optional[str] = None, **options: Any) -> "ReportSummary":
+               title: Optional[str] = None, compare: Sequence[Union[str, Path, "Model"]] = (),
+               **options: Any) -> "ReportSummary":
         """Write the HTML report of this model over ``text`` to ``path``: surprisal with the
-        top-5 guesses, the neuron browser with the units most correlated with properties of
-        the text, the gradient-norm curve (charrnn/insight/report.py). ``options`` are ReportConfig's
-        fields (max_chars, layer, unit, state, gradient_steps), or pass a whole ``config``.
-        Returns a ReportSummary; its notes (a cut text, unknown characters) are also printed
-        as notes. Raises CharRNNError (OptionError for a layer/unit/state the model lacks)."""
-        from charrnn.insight.report import write_report   # lazily: sampling never needs it
+        top-5 guesses, the state behind each guess (an LSTM's gates too), the neuron browser
+        with the units most correlated with properties of the text, the gradient-norm curve
+        (charrnn/insight/report.py). ``compare``: other models (Model objects, or folders
+        ``load`` reads, loaded onto this model's device) whose gradient curves over the same
+        text join this one's on one axis. ``options`` are ReportConfig's fields (max_chars,
+        layer, unit, state, gradient_steps), or pass a whole ``config``. Returns a
+        ReportSummary; its notes (a cut text, unknown characters) are also printed as notes.
+        Raises CharRNNError (OptionError for a layer/unit/state the model lacks; a compared
+        folder that cannot be loaded, before any work)."""
+        from charrnn.insight.report import Compared, write_report   # lazily: sampling skips it
         config = _report_config(config, options)
+        others = []
+        if isinstance(compare, (str, Path, Model)):
+            compare = [compare]                # one model, not the characters of its path
+        for index, other in enumerate(compare, 2):
+            if not isinstance(other, (str, Path, Model)):
+                raise CharRNNError(f"compare takes run or checkpoint folders or Model objects, "
+                                   f"not {type(other).__name__}")
+            name = str(other) if isinstance(other, (str, Path)) else _run_name(other, index)
+            model = load(other, device=str(self.device)) if isinstance(other, (str, Path)) \
+                else other
+            others.append(Compared(f"{name} ({_cell_name(model)})", model.net, model.tokenizer))
         summary = write_report(self.net, self.tokenizer, text, path, config,
-                               title or "charrnn report")
+                               title or "charrnn report", compare=others,
+                               label=f"{_run_name(self, 1)} ({_cell_name(self)})")
         for line in summary.notes:
             note(line)
         return summary
 
     def report_file(self, textfile: str, path: Union[str, Path],
                     encoding: Optional[str] = None, errors: Optional[str] = None,
-                    config: Optional[ReportConfig] = None, **options: Any) -> "ReportSummary":
+                    config: Optional[ReportConfig] = None,
+                    compare: Sequence[Union[str, Path, "Model"]] = (),
+                    **options: Any) -> "ReportSummary":
         """``report`` over a text file, read as training reads it (by default with the
         encoding and error handling the model was trained with); only the start of a long
         file is read. Raises CharRNNError for an empty or unreadable file."""
@@ -186,7 +205,8 @@ class Model:
         text = Corpus(textfile, *self._encoding(encoding, errors)).text_start(config.max_chars + 1)
         if not text:
             raise CharRNNError(f"{textfile} is empty: give it some text")
-        return self.report(text, path, config, title=f"charrnn report: {Path(textfile).name}")
+        return self.report(text, path, config, title=f"charrnn report: {Path(textfile).name}",
+                           compare=compare)
 
     def training_text(self, corpus: Optional[str] = None, cache_dir: str = CACHE_DIR
                       ) -> "TrainingText":
@@ -214,6 +234,18 @@ class Model:
         """(encoding, errors): the ones given, else those the model was trained with."""
         train = self.saved_config.get("train") or {}
         return encoding or train.get("encoding", "utf-8"), errors or train.get("errors", "strict")
+
+
+def _cell_name(model: Model) -> str:
+    """"lstm 1x64": the cell, layers and units of ``model``."""
+    config = model.net.config
+    return f"{config.cell} {config.layers}x{config.hidden_size}"
+
+
+def _run_name(model: Model, index: int) -> str:
+    """The name of the run folder ``model`` was trained in, or "model INDEX"."""
+    out = (model.saved_config.get("train") or {}).get("out")
+    return Path(out).name if out else f"model {index}"
 
 
 def _report_config(config: Optional[ReportConfig], options: dict) -> ReportConfig:

@@ -190,6 +190,12 @@ class TrainConfig:
     keep: Optional[int] = option(None, "Keep only the newest this many snapshots (default: "
                                  "all).", low=1)
     progress: bool = option(True, "Show a progress bar.")
+    tensorboard: bool = option(False, "Write TensorBoard events into the run folder's "
+                               "tensorboard/ (losses, bits per character, learning rate, "
+                               "gradient norm, characters per second, --sample-every samples; "
+                               "view: tensorboard --logdir OUT/tensorboard). Needs the "
+                               "tensorboard extra. A resumed run keeps it (--no-tensorboard: "
+                               "off).", negatable=True)
     encoding: str = option("utf-8", "Text encoding of the corpus.", on_resume=False)
     errors: str = option("strict", "replace: undecodable bytes become U+FFFD instead of an "
                          "error.", choices=("strict", "replace"), on_resume=False)

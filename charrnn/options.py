@@ -29,7 +29,8 @@ class Spec:
     choices: Optional[tuple] = None
     on_resume: bool = True           # may be changed when a run is resumed
     cli: bool = True                 # offered as a command-line option
-    negatable: bool = False          # a bool a preset may turn on: also --no-NAME on the CLI
+    negatable: bool = False          # a bool a preset or a resumed run may turn on: also
+                                     # --no-NAME on the CLI
     aliases: tuple = ()              # older names: accepted as CLI flags and in saved configs
     parse: Optional[Callable[[str], Any]] = None   # CLI text -> value (e.g. "10m" -> 600.0)
     metavar: Optional[str] = None

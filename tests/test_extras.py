@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Each extra and the import names of its packages (the same as their distribution names).
 EXTRAS = {"serve": ("fastapi", "uvicorn"), "export": ("onnx", "onnxscript", "onnxruntime"),
-          "insight": ("pydivsufsort",), "hub": ("huggingface_hub",)}
+          "insight": ("pydivsufsort",), "hub": ("huggingface_hub",),
+          "tensorboard": ("tensorboard",)}
 EVERY = tuple(name for names in EXTRAS.values() for name in names)
 NOVELTY = "the memorisation check (charrnn novelty, charrnn sample --novelty)"
 
@@ -91,19 +92,24 @@ COMMANDS = {
                                      "cache"]),
     "sample --novelty": ("insight", NOVELTY, ["sample", "{run}", "--novelty", "--cache-dir",
                                               "cache"]),
+    "train --tensorboard": ("tensorboard", "--tensorboard",
+                            ["train", "{corpus}", "--tensorboard", "--steps", "2", "--out", "run",
+                             "--cache-dir", "cache", "--device", "cpu"]),
 }
 
 
 def test_a_command_without_its_extra_is_one_line(trained, tmp_path):
     # All started at once: each spends seconds loading torch before it gets to the error.
+    corpus = trained.parent / "corpus.txt"
     started = {name: start_without(tmp_path / name.replace(" ", ""), EXTRAS[extra], "-m",
-                                   "charrnn", *(a.format(run=trained) for a in args))
+                                   "charrnn", *(a.format(run=trained, corpus=corpus)
+                                                for a in args))
                for name, (extra, _, args) in COMMANDS.items()}
     for name, process in started.items():
         extra, user = COMMANDS[name][:2]
         assert finish(process) == (1, "", f"error: {missing(extra, user)}\n"), name
         assert sorted(p.name for p in (tmp_path / name.replace(" ", "")).iterdir()) == \
-            ["sitecustomize.py"], name       # no export, no cache: it failed before any work
+            ["sitecustomize.py"], name       # no export, cache or run: it failed before any work
 
 
 # The API raises the same error, also when only one package of the extra is missing: uvicorn

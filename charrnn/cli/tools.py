@@ -17,14 +17,18 @@ from charrnn.errors import echo
 @click.argument("checkpoint", type=click.Path())
 @click.argument("textfile", type=click.Path())
 @click.option("--out", default="report.html", show_default=True, help="The report's path.")
+@click.option("--compare", multiple=True, type=click.Path(), metavar="CHECKPOINT",
+              help="Another model (a run or checkpoint folder) whose gradient curve over the "
+                   "same text is drawn on the same axis; repeat for more.")
 @declared_options(api.ReportConfig, defaults=True)
 @declared_options(api.TrainConfig, only=("device", "encoding", "errors"), device="cpu")
-def viz(checkpoint, textfile, out, device, encoding, errors, **options):
+def viz(checkpoint, textfile, out, compare, device, encoding, errors, **options):
     """An HTML report of the model in CHECKPOINT over TEXTFILE (read as training reads text):
-    surprisal, units correlated with properties of the text, the gradient curve."""
+    surprisal, the state behind each guess, units correlated with properties of the text, the
+    gradient curve (with --compare, other models' too, on one axis)."""
     config = api.ReportConfig(**options).validate()
     model = api.load(checkpoint, device=device)
-    echo(model.report_file(textfile, out, encoding, errors, config).describe())
+    echo(model.report_file(textfile, out, encoding, errors, config, compare=compare).describe())
 
 
 @click.command(cls=CharRNNCommand)

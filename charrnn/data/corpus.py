@@ -209,7 +209,8 @@ def parse_hf_spec(spec: str) -> tuple[str, Optional[str], str]:
 def _hf_blocks(name: str, config: Optional[str], split: str) -> Iterator[Block]:
     import datasets  # imported here: it is slow to import and only this path needs it
 
-    if not (datasets.config.HF_HUB_OFFLINE or Path(name).exists()):
+    looks_local = Path(name).exists() or name.startswith(("/", ".", "~"))
+    if not (datasets.config.HF_HUB_OFFLINE or looks_local):
         _check_hub_reachable(name)
     try:
         dataset = datasets.load_dataset(name, config, split=split)

@@ -3,15 +3,17 @@
 ``trace`` reads a text one character at a time through ``CharRNN.step``, the reference step,
 because the fused nn.LSTM/GRU/RNN return neither lower layers' per-step states nor LSTM cell
 states: it records every layer's hidden state (and cell state) after every character, the
-surprisal of each character and the model's top guesses for it. ``gradient_curve`` measures
-how much the loss now depends on the state k characters back: the vanishing-gradient picture
-(Bengio, Simard and Frasconi, 1994; Hochreiter and Schmidhuber, 1997; Pascanu, Mikolov and
-Bengio, 2013).
+surprisal of each character and the model's top guesses for it. ``lstm_gates`` recomputes an
+LSTM's gates at each step from those states, for the report's state view. ``gradient_curve``
+measures how much the loss now depends on the state k characters back: the vanishing-gradient
+picture (Bengio, Simard and Frasconi, 1994; Hochreiter and Schmidhuber, 1997; Pascanu, Mikolov
+and Bengio, 2013).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ import torch
 from charrnn.model.network import CharRNN, hidden_from_parts, hidden_parts
 
 TOP = 5           # guesses kept per character
+GATES = ("i", "f", "g", "o")      # an LSTM's gates in torch's order (CharRNN.layer_weights)
 
 
 @dataclass
@@ -29,12 +32,17 @@ class Trace:
     ``bits`` [T] float64: the surprisal -log2 p(char | text before it) of each character, the
     first one predicted after the start character. ``top_ids`` [T, TOP] int64 and
     ``top_probs`` [T, TOP] float32: the model's most likely characters at each position
-    (<unk> excluded, as sampling never picks it), most likely first."""
+    (<unk> excluded, as sampling never picks it), most likely first. ``start[kind]`` is
+    [layers, hidden] float32, the state after the start character: the one that made the
+    guesses for the first character (the guesses for character t > 0 come from
+    ``states[kind][:, t - 1]``)."""
     ids: np.ndarray
     bits: np.ndarray
     top_ids: np.ndarray
     top_probs: np.ndarray
     states: dict
+    start: dict = field(default_factory=dict)
+    start_id: int = 0
 
     @property
     def kinds(self) -> list[str]:
@@ -58,6 +66,8 @@ def trace(model: CharRNN, ids: np.ndarray, start_id: int) -> Trace:
     inputs = torch.as_tensor(ids, device=device)
     start = torch.tensor([int(start_id)], device=device)
     logits, hidden = model.step(start, model.init_hidden(1))
+    first = {kind: part[:, 0].float().cpu().numpy() for kind, part in
+             zip(kinds, hidden_parts(hidden))}
     top = min(TOP, config.vocab_size - 1)
     for t in range(length):
         log_probs = torch.log_softmax(logits[0].float(), -1)
@@ -70,7 +80,58 @@ def trace(model: CharRNN, ids: np.ndarray, start_id: int) -> Trace:
         for kind, part in zip(kinds, hidden_parts(hidden)):
             states[kind][:, t] = part[:, 0].float().cpu()
     return Trace(ids, bits, top_ids, top_probs,
-                 {kind: value.numpy() for kind, value in states.items()})
+                 {kind: value.numpy() for kind, value in states.items()}, first, int(start_id))
+
+
+@torch.no_grad()
+def lstm_gates(model: CharRNN, reading: Trace, units: Optional[dict] = None) -> dict:
+    """An LSTM's gates at the steps that made ``reading``'s guesses: gate -> [layers, T, U]
+    float32, for gate "i" (input), "f" (forget), "o" (output), each sigmoid(...) in [0, 1],
+    and "g" (the cell candidate tanh(...), in [-1, 1]). ``units``: layer -> the U unit
+    indices wanted in that layer (the same U in every layer); default every unit, U =
+    hidden_size. Column t holds the gates of the step that read the character before
+    character t (the start character for t = 0): the step whose new state, ``reading.start``
+    or ``reading.states[:, t - 1]``, gave the guesses for character t. So c = f * c_before
+    + i * g and h = o * tanh(c) there.
+
+    Recomputed from the recorded states with ``CharRNN.step``'s equations (torch's nn.LSTM,
+    weights from ``layer_weights``), all steps of a layer at once. Raises ValueError for a
+    model that is not an lstm."""
+    config = model.config
+    if config.cell != "lstm":
+        raise ValueError(f"a {config.cell} has no LSTM gates")
+    model.eval()
+    length = len(reading.ids)
+    device = model.head.weight.device
+
+    def before(layer: int) -> torch.Tensor:
+        """The h each step starts from [T, hidden]: zeros, the start state, states[0..T-3]."""
+        rows = [np.zeros((1, config.hidden_size), np.float32), reading.start["h"][layer][None],
+                reading.states["h"][layer][:max(0, length - 2)]]
+        return torch.as_tensor(np.concatenate(rows)[:length], device=device)
+
+    def after(layer: int) -> torch.Tensor:
+        """The h each step ends in [T, hidden]: the start state, states[0..T-2]."""
+        rows = [reading.start["h"][layer][None], reading.states["h"][layer][:length - 1]]
+        return torch.as_tensor(np.concatenate(rows)[:length], device=device)
+
+    read = np.concatenate([[reading.start_id], reading.ids[:-1]])[:length].astype(np.int64)
+    x = model.embed(torch.as_tensor(read, device=device)).float()
+    size = config.hidden_size
+    chosen = {layer: np.arange(size) if units is None else np.asarray(units[layer], np.int64)
+              for layer in range(config.layers)}
+    gates = {name: np.empty((config.layers, length, len(chosen[0])), np.float32)
+             for name in GATES}
+    for layer in range(config.layers):
+        rows = torch.as_tensor(np.concatenate([gate * size + chosen[layer] for gate in range(4)]),
+                               device=device)       # the chosen units' rows of i, f, g, o
+        w_ih, w_hh, b_ih, b_hh = (w.float()[rows] for w in model.layer_weights(layer))
+        summed = x @ w_ih.T + b_ih + before(layer) @ w_hh.T + b_hh        # [T, 4 U]
+        for name, part in zip(GATES, summed.chunk(4, 1)):
+            value = torch.tanh(part) if name == "g" else torch.sigmoid(part)
+            gates[name][layer] = value.cpu().numpy()
+        x = after(layer)
+    return gates
 
 
 def gradient_curve(model: CharRNN, ids: np.ndarray, states: dict, k_max: int,

@@ -1,10 +1,15 @@
 """The HTML report of ``charrnn viz`` / ``Model.report``: what a model does with a text.
 
-Measured by charrnn/insight/probe.py (surprisal, top guesses, every layer's states, the gradient curve)
-and charrnn/insight/units.py (correlations with text properties, 8-bit storage); laid out by
-charrnn/insight/report_page.py. The page is one self-contained file of at most MAX_BYTES: at most
-ReportConfig.max_chars characters (10,000) and MAX_VALUES stored activations, with a note where
-it cut.
+Measured by charrnn/insight/probe.py (surprisal, top guesses, every layer's states, an LSTM's
+gates, the gradient curve) and charrnn/insight/units.py (correlations with text properties, 8-bit
+storage); laid out by charrnn/insight/report_page.py. The page is one self-contained file of at
+most MAX_BYTES: at most ReportConfig.max_chars characters (10,000) and MAX_VALUES stored
+activations, with a note where it cut. Of those, the states come first (every layer's h, and c
+for an LSTM, T + 1 values a unit: after each character, and after the start character for the
+state view); an LSTM's gates (four values a unit and character) fill the room left, for the
+same units in all four gates.
+
+Other models (``Compared``) add their gradient curves, over the same text, to the same axis.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -23,15 +28,26 @@ from charrnn.insight import report_page
 from charrnn.config import ReportConfig
 from charrnn.errors import CharRNNError, OptionError
 from charrnn.model.network import CharRNN
-from charrnn.insight.probe import gradient_curve, trace
+from charrnn.insight.probe import GATES, gradient_curve, lstm_gates, trace
 from charrnn.data.tokenizer import CharTokenizer
-from charrnn.insight.units import PROPERTIES, Hit, correlated_units, quantise, shown, units_to_keep
+from charrnn.insight.units import (PROPERTIES, Hit, correlated_units, gate_units_to_keep, quantise,
+                                   shown, units_to_keep)
 
 MAX_BYTES = 10 << 20          # the page's size limit
 MAX_VALUES = 4_500_000        # activations stored, one byte each (6 MB once in base64)
 KINDS = {"h": "hidden", "c": "cell"}      # state names as the page and the options say them
+GATE_NAMES = {"i": "input gate", "f": "forget gate", "g": "cell candidate", "o": "output gate"}
 GRADIENT_PLACES = 32          # positions the gradient curve is averaged over
 MIN_LIST_CHARS = 100          # shorter texts get no list of correlated units
+
+
+@dataclass
+class Compared:
+    """Another model whose gradient curve the report draws on the same axis as its own, over
+    the same text (read with its own ``tokenizer``). ``label`` names it in the legend."""
+    label: str
+    model: CharRNN
+    tokenizer: CharTokenizer
 
 
 @dataclass
@@ -40,7 +56,9 @@ class ReportSummary:
     (bits per character, characters outside the vocabulary left out; nan if all are), the
     listed units ``hits``, the properties the text did not vary in (``absent``), the notes
     (cuts, unknown characters), the units stored of all, the gradient curve [K] (empty if the
-    text was too short), the file's size in bytes and the seconds it took."""
+    text was too short), the file's size in bytes and the seconds it took. ``gate_units``:
+    the units of each layer whose LSTM gates the state view stores (0 for other cells).
+    ``compared``: (label, curve [K]) of each compared model; ``label`` is this model's."""
     path: Path
     chars: int
     mean_bpc: float
@@ -53,6 +71,9 @@ class ReportSummary:
     size: int = 0
     seconds: float = 0.0
     initial: tuple = field(default=(0, "h", 0))
+    gate_units: int = 0
+    label: str = ""
+    compared: list = field(default_factory=list)
 
     def describe(self) -> str:
         """What was written, and the listed units, in words (what ``charrnn viz`` prints)."""
@@ -64,7 +85,17 @@ class ReportSummary:
                  f"{found}"]
         lines += [f"  {hit.name:18} layer {hit.layer} {KINDS[hit.kind]:6} unit {hit.unit:<5} "
                   f"r = {hit.r:+.2f}" for hit in self.hits]
+        if len(self.curve) and self.compared:
+            lines.append(f"the gradient from k = 1 to k = {len(self.curve)} falls by a factor of:")
+            lines += [f"  {fall(curve):<10.3g} {label}"
+                      for label, curve in [(self.label, self.curve), *self.compared]]
         return "\n".join(lines)
+
+
+def fall(curve: np.ndarray) -> float:
+    """How many times smaller the gradient curve [K] is at k = K than at k = 1 (inf where
+    it reaches 0)."""
+    return float(curve[0] / curve[-1]) if curve[-1] > 0 else math.inf
 
 
 def initial_unit(model: CharRNN, config: ReportConfig, hits: list[Hit]
@@ -94,14 +125,16 @@ def check_unit(model: CharRNN, config: ReportConfig) -> None:
 
 def write_report(model: CharRNN, tokenizer: CharTokenizer, text: str, path: Union[str, Path],
                  config: Optional[ReportConfig] = None, title: str = "charrnn report",
-                 notes: Optional[list] = None, max_values: int = MAX_VALUES) -> ReportSummary:
+                 notes: Optional[list] = None, max_values: int = MAX_VALUES,
+                 compare: Sequence[Compared] = (), label: str = "") -> ReportSummary:
     """Measure ``model`` over ``text`` and write the report to ``path`` (atomically).
 
     ``notes`` (strings) are shown at the top of the page, with the report's own (a cut text,
-    characters outside the vocabulary, a short gradient curve, units not stored).
-    ``max_values`` bounds the stored activations (MAX_VALUES by default). Raises
-    CharRNNError for an empty text, OptionError for a layer/unit/state the model lacks
-    (before any work), and CharRNNError when ``path`` cannot be written."""
+    characters outside the vocabulary, a short gradient curve, units or gates not stored).
+    ``max_values`` bounds the stored activations, gates included (MAX_VALUES by default).
+    ``compare``: models whose gradient curves join this one's (named ``label``) on one axis.
+    Raises CharRNNError for an empty text, OptionError for a layer/unit/state the model
+    lacks (before any work), and CharRNNError when ``path`` cannot be written."""
     started = time.monotonic()
     config = (config or ReportConfig()).validate()
     check_unit(model, config)
@@ -118,16 +151,28 @@ def write_report(model: CharRNN, tokenizer: CharTokenizer, text: str, path: Unio
                      f"mean little (it needs at least {MIN_LIST_CHARS})")
     first = initial_unit(model, config, hits)
     curve = _curve(model, ids, reading.states, config.gradient_steps, notes)
-    kept = units_to_keep(values, max_values, [first] + [(h.layer, h.kind, h.unit) for h in hits])
+    compared = [(other.label, _other_curve(other, text, config.gradient_steps, notes))
+                for other in compare]
+    wanted = [first] + [(h.layer, h.kind, h.unit) for h in hits]
+    kept = units_to_keep(values, max_values, wanted)
     kept_count = sum(len(units) for units in kept.values())
     units_note = _units_note(kept, model.config.hidden_size, notes)
+    gates, gate_units = {}, {}
+    if model.config.cell == "lstm":
+        room = max_values - kept_count * (len(ids) + 1)
+        gate_units = gate_units_to_keep(values, room, wanted, len(GATES))
+        if len(gate_units[0]):
+            gates = lstm_gates(model, reading, gate_units)
+        _gates_note(gate_units, model.config.hidden_size, notes)
     known = reading.bits[ids != 0]
     mean = float(known.mean()) if len(known) else math.nan
     summary = ReportSummary(Path(path), len(text), mean, hits, absent, notes, kept_count,
-                            model.config.hidden_size * len(kept), curve, initial=first)
-    page = report_page.render(_fields(model, text, reading, summary, title),
-                              _data(model, tokenizer, text, reading, values, kept, summary,
-                                    units_note))
+                            model.config.hidden_size * len(kept), curve, initial=first,
+                            gate_units=len(gate_units[0]) if gate_units else 0,
+                            label=label or _describe(model), compared=compared)
+    data = _data(model, tokenizer, text, reading, values, kept, summary, units_note)
+    data["gates"] = _gate_blocks(gates, gate_units)
+    page = report_page.render(_fields(model, text, reading, summary, title), data)
     summary.size = _write(page, Path(path))
     summary.seconds = time.monotonic() - started
     return summary
@@ -160,6 +205,49 @@ def _units_note(kept: dict, hidden_size: int, notes: list) -> str:
     return note
 
 
+def _describe(model: CharRNN) -> str:
+    config = model.config
+    return f"{config.cell} {config.layers}x{config.hidden_size}"
+
+
+def _gates_note(gate_units: dict, hidden_size: int, notes: list) -> None:
+    count = len(gate_units[0])
+    if count < hidden_size:
+        notes.append(f"the state view shows the gates of {count} of the {hidden_size} units of "
+                     f"each layer, to keep the file under {MAX_BYTES >> 20} MB: the one shown "
+                     "first, the listed ones, then the cells that vary most")
+
+
+def _gate_blocks(gates: dict, gate_units: dict) -> list:
+    """The stored gates: per layer and gate, the kept units' values [units, T] as 8-bit codes
+    (column t: the step that made the guesses for character t; see probe.lstm_gates, which
+    computed ``gates`` for ``gate_units`` alone)."""
+    blocks = []
+    for layer, units in gate_units.items():
+        if not len(units):
+            continue
+        for gate in GATES:
+            codes = quantise(gates[gate][layer].T)
+            blocks.append({"layer": layer, "gate": GATE_NAMES[gate], "units": units.tolist(),
+                           "codes": base64.b64encode(codes.tobytes()).decode("ascii")})
+    return blocks
+
+
+def _other_curve(other: Compared, text: str, steps: int, notes: list) -> np.ndarray:
+    """A compared model's gradient curve over ``text`` (its own tokenizer; empty when the
+    text is too short), noting characters outside its vocabulary."""
+    ids = other.tokenizer.encode(text).astype(np.int64)
+    if (ids == 0).any():
+        notes.append(f"{int((ids == 0).sum())} characters are not in the vocabulary of "
+                     f"{other.label}: its gradient curve reads them as <unk>")
+    reach = min(steps, len(ids) - 2)
+    if reach < 1:
+        return np.zeros(0)
+    start = "\n" if "\n" in other.tokenizer.chars else other.tokenizer.chars[0]
+    states = trace(other.model, ids, int(other.tokenizer.encode(start)[0])).states
+    return gradient_curve(other.model, ids, states, reach, GRADIENT_PLACES)
+
+
 def _curve(model: CharRNN, ids: np.ndarray, states: dict, steps: int, notes: list
            ) -> np.ndarray:
     reach = min(steps, len(ids) - 2)
@@ -189,30 +277,57 @@ def _fields(model: CharRNN, text: str, reading, summary: ReportSummary, title: s
         "SPANS": report_page.spans(text, reading.bits, unknown),
         "UNITS": html.escape(f"{summary.units_kept} of {summary.units_total} units stored."),
         "ABSENT": absent,
-        "CURVE": _curve_html(summary.curve),
+        "CURVE": _curve_html(summary),
+        "GATES": _gates_html(model, summary),
     }
 
 
-def _curve_html(curve: np.ndarray) -> str:
+def _gates_html(model: CharRNN, summary: ReportSummary) -> str:
+    if model.config.cell != "lstm":
+        return ""
+    size = model.config.hidden_size
+    stored = ("for every unit" if summary.gate_units == size else
+              f"for {summary.gate_units} of the {size} units of each layer" if summary.gate_units
+              else "for no unit (no room left in the file)")
+    return (" For an LSTM also its gates at that step, stored " + stored + ": the input "
+            "gate i, the forget gate f and the output gate o (each 0 to 1: <span class='legend' "
+            "style='background:linear-gradient(90deg,#fff,#1a8a3a)'></span>) and the cell "
+            "candidate g (-1 to +1). The cell state is c = f &middot; c<sub>before</sub> + i "
+            "&middot; g, and h = o &middot; tanh(c).")
+
+
+def _curve_html(summary: ReportSummary) -> str:
+    curve = summary.curve
     if not len(curve):
         return "<p>The text is too short for the gradient curve.</p>"
-    factor = curve[0] / curve[-1] if curve[-1] > 0 else math.inf
+    curves = [(summary.label, curve)] + [(label, other) for label, other in summary.compared
+                                         if len(other) == len(curve)]
+    falls = [f"{fall(values):.3g} for {html.escape(label)}" for label, values in curves]
+    told = (f"Here it falls by a factor of {fall(curve):.3g} from k = 1 to k = {len(curve)}"
+            if len(curves) == 1 else
+            f"From k = 1 to k = {len(curve)} it falls by a factor of {', '.join(falls[:-1])} "
+            f"and {falls[-1]}. The curves share one axis")
     return (f"<p>The size of the gradient of the loss at a character with respect to the "
             f"network's state k characters earlier, ||&part;loss<sub>t</sub> / &part;s<sub>t-k"
             f"</sub>||, averaged over {GRADIENT_PLACES} places in the text (log scale). A "
             f"falling curve is the vanishing gradient: the further back a character is, the "
-            f"less the loss now can teach the network about it. Here it falls by a factor of "
-            f"{factor:.3g} from k = 1 to k = {len(curve)}.</p>" + report_page.curve_svg(curve))
+            f"less the loss now can teach the network about it. {told}. The axis spans at "
+            f"least {report_page.MIN_DECADES} powers of ten, so that reports of different "
+            f"models can be compared by eye; <code>charrnn viz --compare</code> draws other "
+            f"models on this axis.</p>" + report_page.curve_svg(curves))
 
 
 def _data(model: CharRNN, tokenizer: CharTokenizer, text: str, reading, values: dict,
           kept: dict, summary: ReportSummary, units_note: str) -> dict:
     """What the page's script reads (see report_page.SCRIPT)."""
     blocks = []
+    starts = shown(reading.start)
     for (layer, kind), units in kept.items():
         codes = quantise(values[kind][layer][:, units].T)        # [units, T], unit-major
+        start = quantise(starts[kind][layer][units])              # [units]: the state view's
         blocks.append({"layer": layer, "kind": KINDS[kind], "units": units.tolist(),
-                       "codes": base64.b64encode(codes.tobytes()).decode("ascii")})
+                       "codes": base64.b64encode(codes.tobytes()).decode("ascii"),
+                       "start": base64.b64encode(start.tobytes()).decode("ascii")})
     unknown = reading.ids == 0
     layer, kind, unit = summary.initial
     return {

@@ -168,13 +168,14 @@ def dequantise(codes: np.ndarray) -> np.ndarray:
 def units_to_keep(values: dict, most: int, wanted: list[tuple[int, str, int]]
                   ) -> dict[tuple[int, str], np.ndarray]:
     """Which units of each (layer, kind) the report stores when there is room for ``most``
-    values in all: every unit if they fit; else the same number for each (layer, kind): the
-    ``wanted`` ones (layer, kind, unit) first, in their order, as far as there is room, then
-    those whose activation varies most. Returns (layer, kind) -> unit indices (int64, in
-    unit order)."""
+    values in all, T + 1 per unit (its T activations over the text and the start state,
+    for the state view): every unit if they fit; else the same number for each (layer,
+    kind): the ``wanted`` ones (layer, kind, unit) first, in their order, as far as there is
+    room, then those whose activation varies most. ``values``: kind -> [layers, T, hidden].
+    Returns (layer, kind) -> unit indices (int64, in unit order)."""
     blocks = [(layer, kind) for kind, layers in values.items() for layer in range(len(layers))]
     length, hidden = next(iter(values.values())).shape[1:]
-    room = max(1, most // max(1, length * len(blocks)))
+    room = max(1, most // max(1, (length + 1) * len(blocks)))
     kept = {}
     for layer, kind in blocks:
         if room >= hidden:
@@ -184,4 +185,25 @@ def units_to_keep(values: dict, most: int, wanted: list[tuple[int, str, int]]
         order = np.argsort(-values[kind][layer].std(0), kind="stable")
         chosen = list(dict.fromkeys(first + [int(u) for u in order]))[:room]
         kept[(layer, kind)] = np.array(sorted(chosen), dtype=np.int64)
+    return kept
+
+
+def gate_units_to_keep(values: dict, most: int, wanted: list[tuple[int, str, int]],
+                       gates: int = 4) -> dict[int, np.ndarray]:
+    """Which units of each layer get their LSTM gates stored for the state view, in room for
+    ``most`` values (``gates`` x T per unit; 0 or less: none): the same number in every
+    layer, every unit if they fit; else the ``wanted`` units of that layer (any kind) first,
+    then those whose cell state tanh(c) varies most. ``values`` as ``shown`` gives, with a
+    "c" kind. Returns layer -> unit indices (int64, in unit order; possibly empty)."""
+    layers, length, hidden = values["c"].shape
+    room = max(0, most) // max(1, gates * length * layers)
+    kept = {}
+    for layer in range(layers):
+        if room >= hidden:
+            kept[layer] = np.arange(hidden)
+            continue
+        first = [u for (l, _, u) in wanted if l == layer]
+        order = np.argsort(-values["c"][layer].std(0), kind="stable")
+        chosen = list(dict.fromkeys(first + [int(u) for u in order]))[:room]
+        kept[layer] = np.array(sorted(chosen), dtype=np.int64)
     return kept

@@ -15,6 +15,7 @@ checkpoint.py's ``complete_cards`` draws one after the loop with its own seeded 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -23,8 +24,10 @@ from typing import Optional
 import torch
 
 from charrnn import files
+from charrnn.config import MIN_CELLS, ModelConfig
 from charrnn.data.corpus import parse_hf_spec
 from charrnn.data.tokenizer import UNK_ID, CharTokenizer
+from charrnn.model.mincell import count_params
 
 CARD = "README.md"
 SAMPLE_CHARS = 300        # a card's own sample: this many characters after the prime
@@ -57,7 +60,14 @@ def corpus_name(config: dict) -> str:
 
 def num_params(model: dict) -> int:
     """The number of weights of a CharRNN with the ModelConfig fields ``model`` (0 if some
-    are missing): embedding, recurrent layers (weights and both biases), output layer."""
+    are missing): embedding, recurrent layers (weights and both biases), output layer; a min
+    cell's blocks as mincell.py's ``count_params`` counts them."""
+    if model.get("cell") in MIN_CELLS:
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        try:
+            return count_params(ModelConfig(**{k: v for k, v in model.items() if k in known}))
+        except (TypeError, ValueError):
+            return 0
     try:
         vocab, embed, hidden = model["vocab_size"], model["embed_size"], model["hidden_size"]
         gates, layers = GATES[model["cell"]], model["layers"]

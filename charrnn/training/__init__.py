@@ -9,6 +9,8 @@
     resume.py      what an exact --resume needs beyond the weights
     intervals.py   --sample-every and --save-every
     progress.py    the loss meter, speed and progress bar
+    gradients.py   the gradient norm before clipping: measured, clipped with, summed on the device
+    board.py       --tensorboard: the records and samples as TensorBoard events
     deadline.py    when a --time-limit run must stop
     presets.py     named settings (cpu-1m, cpu-3m, cpu-10m, gpu-3m, tiny) and the auto pick
     finetune.py    --init-from: a trained model adapted to a new text

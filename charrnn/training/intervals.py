@@ -35,6 +35,7 @@ def at_step(run: Run, bar: Bar) -> None:
     if config.sample_every and state.step % config.sample_every == 0 and run.ctx.is_main:
         record = take_sample(run)
         run.folder.log(record, SAMPLES)
+        run.folder.board.sample(record)      # --tensorboard: the sample as text
         bar.write(f"step {state.step} sample: {(record['text'].splitlines() or [''])[0]}")
 
 

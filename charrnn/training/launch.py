@@ -18,6 +18,7 @@ from charrnn.data.corpus import Corpus
 from charrnn.model.device import cpu_has_native_bf16, resolve_device
 from charrnn.errors import CharRNNError, OptionError, note
 from charrnn.options import declared, reject_unknown
+from charrnn.training import board
 from charrnn.training.presets import Resolved, preset, resolve_defaults
 from charrnn.training.runfolder import METRICS
 
@@ -91,6 +92,8 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
         config.time_limit = None     # the limit the user gives is the one that holds
     config.out, config.resume = str(out), resume
     config.validate()
+    if config.tensorboard:
+        board.require()               # a missing extra: one line, before any note
     if resolved is not None and os.environ.get("RANK", "0") == "0":   # once under torchrun
         note(resolved.reason)         # after the checks: an error is the only line
     return config

@@ -28,6 +28,9 @@ class LoopState:
     val_loss: float = math.nan
     loss_sum: float = 0.0           # training loss summed since the last evaluation
     loss_count: int = 0
+    grad_norm_sum: float = 0.0      # gradient norms (before clipping) summed since the last
+    grad_norm_max: float = 0.0      # evaluation, their maximum and count (gradients.py)
+    grad_norm_count: int = 0
     evals_since_best: int = 0       # evaluations since the best validation loss (--early-stop)
     best_step: int = 0              # the step of the best validation loss (best/)
     hidden: Optional[Hidden] = None

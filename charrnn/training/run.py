@@ -24,6 +24,7 @@ from charrnn.data.corpus import Corpus
 from charrnn.training.deadline import command_start
 from charrnn.model.device import warn_if_bf16_is_emulated
 from charrnn.errors import CharRNNError, note
+from charrnn.training.gradients import GradNorms
 from charrnn.training.finetune import adapted, check_source, load_source, on_new_chars
 from charrnn.model.network import CharRNN, hidden_batch, unigram_head_bias
 from charrnn.training.resume import LoopState, restore_rng, resumed_state
@@ -52,6 +53,7 @@ class Run:
     val_ids: np.ndarray            # all of the held-out text
     state: LoopState
     average: WeightAverage         # --ema: the weights' moving average (average.py)
+    grad_norms: GradNorms          # the steps' gradient norms since the last evaluation
     started: float = 0.0           # the command's start, time.monotonic() (deadline.py)
 
 
@@ -127,11 +129,12 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         average.restore(saved)           # the raw weights (last/ held the average) and it
-    folder.start(config.overwrite, state.step if resume_from is not None else None)
+    folder.start(config.overwrite, state.step if resume_from is not None else None,
+                 tensorboard=config.tensorboard)
     return Run(corpus=corpus, config=config, device=device, ctx=ctx, folder=folder,
                tokenizer=tokenizer, model=model, ddp=ctx.wrap(model, device),
                optimizer=optimizer, batches=batches, val_batches=val_batches, val_ids=val_ids,
-               state=state, average=average)
+               state=state, average=average, grad_norms=GradNorms(state, device))
 
 
 def corpus_record(corpus: str, ids: np.ndarray) -> dict:

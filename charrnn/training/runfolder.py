@@ -6,6 +6,7 @@
     OUT/.lock          while a run trains into OUT: its process id (see ``RunFolder.lock``)
     OUT/samples.jsonl  one JSON line per sample taken while training (--sample-every)
     OUT/step-001000/   snapshot checkpoints (--save-every), the newest --keep of them
+    OUT/tensorboard/   TensorBoard event files (--tensorboard; charrnn/training/board.py)
 
 Only the writer process (rank 0 under torchrun) writes; on the others every write is a no-op,
 so the training loop reads the same with one process or many.
@@ -21,6 +22,7 @@ from typing import Optional
 
 from charrnn import files
 from charrnn.model.card import latest_sample
+from charrnn.training.board import TENSORBOARD, Board
 from charrnn.model.checkpoint import checkpoint_config, recover, save_checkpoint
 from charrnn.config import TrainConfig
 from charrnn.errors import CharRNNError
@@ -50,6 +52,7 @@ class RunFolder:
         self.path, self.writer = Path(path), writer
         self.corpus_record: dict = {}    # corpus_digest, corpus_path: saved in config.json
         self.new = False                # the folder did not exist, or was empty
+        self.board = Board()            # --tensorboard: the events writer (start opens it)
         self._lock: Optional[int] = None
 
     def check(self, config: TrainConfig) -> Optional[Path]:
@@ -93,15 +96,17 @@ class RunFolder:
             raise
 
     def release(self, failed: bool = False) -> None:
-        """Drop the lock. ``failed``: the run ends with an error; a folder that was new to it
-        (absent or empty) and never got a checkpoint is removed: no half-made run folder stays
-        behind."""
+        """Close the TensorBoard events and drop the lock. ``failed``: the run ends with an
+        error; a folder that was new to it (absent or empty) and never got a checkpoint is
+        removed: no half-made run folder stays behind."""
+        self.board.close()
         if self._lock is not None:
             (self.path / LOCK).unlink(missing_ok=True)
             os.close(self._lock)
             self._lock = None
         if failed and self.new and self.writer and not self.has_checkpoint:
             (self.path / METRICS).unlink(missing_ok=True)
+            shutil.rmtree(self.path / TENSORBOARD, ignore_errors=True)
             try:
                 self.path.rmdir()       # only if nothing else is in it
             except OSError:
@@ -113,13 +118,17 @@ class RunFolder:
         """Whether the folder holds a best or last checkpoint."""
         return any((self.path / n / "config.json").exists() for n in ("best", "last"))
 
-    def start(self, overwrite: bool, resumed_step: Optional[int]) -> None:
-        """Make the folder; with --overwrite clear the old run; on resume drop the metrics
-        lines logged after the checkpoint (a run killed between logging and saving)."""
+    def start(self, overwrite: bool, resumed_step: Optional[int],
+              tensorboard: bool = False) -> None:
+        """Make the folder; with --overwrite clear the old run (its TensorBoard events too);
+        on resume drop the metrics lines logged after the checkpoint (a run killed between
+        logging and saving). ``tensorboard``: open ``board``, whose readers, on resume, drop
+        the events after ``resumed_step``. Raises CharRNNError when the folder cannot be
+        written."""
         if not self.writer:
             return
         if overwrite and resumed_step is None:
-            for name in ("best", "last", *self.snapshots()):
+            for name in ("best", "last", TENSORBOARD, *self.snapshots()):
                 shutil.rmtree(self.path / name, ignore_errors=True)
             (self.path / METRICS).unlink(missing_ok=True)
             (self.path / SAMPLES).unlink(missing_ok=True)
@@ -131,6 +140,9 @@ class RunFolder:
         if resumed_step is not None:
             self._trim_metrics(resumed_step)
             self._trim_metrics(resumed_step, SAMPLES)
+        if tensorboard:
+            self.board = Board.open(self.path / TENSORBOARD,
+                                    None if resumed_step is None else resumed_step + 1)
 
     def log(self, record: dict, name: str = METRICS) -> None:
         """Append one record (an evaluation's; a sample's to samples.jsonl) to the JSON lines

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from charrnn.model.checkpoint import complete_cards
 from charrnn.model.evaluate import LN2, evaluate
 from charrnn.training.run import Run
 from charrnn.training.resume import rng_state, trainer_state
@@ -43,6 +44,7 @@ def _validate_and_save(run: Run, train_loss: float, chars_per_sec: float) -> dic
     last = last_state(run)   # (collectives first, and never record or save a broken model)
     with ctx.deferred():     # under torchrun a failed write stops every process together
         run.folder.log(record)
+        run.folder.board.record(record)      # --tensorboard: the same record as events
         if best:
             _save(run, "best", record)
         _save(run, "last", record, last)
@@ -71,7 +73,8 @@ def finish(run: Run, stopped_by: str, losses, chars_per_sec: float, skip_validat
            ) -> None:
     """Once stopped: a run that reached its limit ends with a validation (unless it has just
     had one, or no time is left for one: ``skip_validation``); one stopped by a signal or the
-    callback saves ``last``. Under torchrun a write that failed on rank 0 fails every
+    callback saves ``last``. Then the model cards of ``best`` and ``last`` get a sample if
+    they lack one (checkpoint.py's ``complete_cards``). Under torchrun a write that failed on rank 0 fails every
     process here."""
     if stopped_by in LIMITS and not skip_validation:
         if run.state.loss_count:
@@ -79,12 +82,15 @@ def finish(run: Run, stopped_by: str, losses, chars_per_sec: float, skip_validat
     else:
         losses.read()
         save_last(run, between_evaluations(run))
+    if run.folder.writer:   # cards without a --sample-every sample get one, after the loop
+        complete_cards(run.folder.path)
     run.ctx.settle()
 
 
 def last_state(run: Run) -> dict:
     """trainer_state.pt's contents, every process's hidden rows and RNG gathered."""
     check_weights(run)      # never write a broken model over a good one
+    run.grad_norms.read()   # the gradient norms since the last evaluation, for --resume
     hidden = run.ctx.gather_rows(run.state.hidden)
     rng_ranks = run.ctx.gather(rng_state()) if run.ctx.enabled else None
     return trainer_state(run.optimizer, run.state, hidden, rng_ranks, run.average.state())
@@ -98,7 +104,9 @@ def between_evaluations(run: Run) -> dict:
 
 
 def metrics(run: Run, train_loss: float, chars_per_sec: float) -> dict:
-    """The record of an evaluation (losses in nats/char, bpc in bits/char)."""
+    """The record of an evaluation (losses in nats/char, bpc in bits/char; the mean and the
+    maximum of the steps' gradient L2 norms, before clipping, since the last evaluation).
+    Starts the next stretch of gradient norms (gradients.py)."""
     state, config = run.state, run.config
     done = fraction_done(state.step, state.elapsed,
                     planned_steps(config.steps, config.epochs, run.batches.num_chunks),
@@ -107,7 +115,7 @@ def metrics(run: Run, train_loss: float, chars_per_sec: float) -> dict:
             "elapsed": round(state.elapsed, 2), "train_loss": round(train_loss, 5),
             "val_loss": round(state.val_loss, 5), "val_bpc": round(state.val_loss / LN2, 5),
             "lr": scheduled_rate(config, state.step, done),
-            "chars_per_sec": round(chars_per_sec, 1)}
+            "chars_per_sec": round(chars_per_sec, 1), **run.grad_norms.take()}
 
 
 def check_weights(run: Run) -> None:

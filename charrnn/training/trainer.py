@@ -19,14 +19,14 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from charrnn.training import distributed
+from charrnn.training import board, distributed
 from charrnn.training import memory
 from charrnn.config import TrainConfig
 from charrnn.training.deadline import Deadline
 from charrnn.model.device import autocast, resolve_device
 from charrnn.errors import CharRNNError, PeerError
-from charrnn.model.checkpoint import complete_cards
 from charrnn.model.evaluate import LN2
+from charrnn.training.gradients import clip_and_measure
 from charrnn.training.intervals import at_step, prime_hint
 from charrnn.model.network import detach
 from charrnn.training.presets import MANY_EPOCHS
@@ -87,10 +87,13 @@ def train(corpus: str, config: TrainConfig, callback: Optional[Callback] = None)
 
     ``callback(step, metrics)`` runs after every step with ``{"loss": ...}``, and at an
     evaluation also the record written to metrics.jsonl (val_loss, val_bpc, train_loss, lr,
-    ...); returning True stops training as Ctrl-C does (``last`` is saved, and ``resume=True``
-    continues exactly). Raises CharRNNError for bad input and for a run that diverges (nan loss
-    or weights)."""
+    grad_norm_mean, grad_norm_max, ...); returning True stops training as Ctrl-C does
+    (``last`` is saved, and ``resume=True`` continues exactly). Raises CharRNNError for bad
+    input and for a run that diverges (nan loss or weights), and when ``config.tensorboard``
+    is set without the tensorboard extra."""
     config.validate()
+    if config.tensorboard:
+        board.require()        # a missing extra: one line, before any work
     ctx, device = distributed.setup(resolve_device(config.device))  # under torchrun: join
     together = False       # whether every process leaves at this point (no one waits)
     try:
@@ -123,6 +126,7 @@ def _one_line(error: Exception, ctx: distributed.Context) -> Exception:
 def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
     """Train until a limit, a signal or the callback says stop; save and report."""
     config, state, model, ctx = run.config, run.state, run.model, run.ctx
+    parameters = list(model.parameters())
     total_steps = planned_steps(config.steps, config.epochs, run.batches.num_chunks)
     losses = LossMeter(state, run.device, every_step=callback is not None)
     speed = Speed(run.batches.batch_size * config.seq_len * ctx.world_size)
@@ -148,14 +152,15 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
                 state.next_chunk, state.epoch, state.hidden = 0, state.epoch + 1, None
             inputs, targets = _to_device(run.batches.chunk(state.next_chunk, state.epoch),
                                          run.device)
-            # Forward, backward, clip, step; the hidden state carries on without its graph.
+            # Forward, backward, clip, step; the hidden state carries on without its graph. The
+            # gradient norm before clipping is measured (also with --grad-clip 0) and summed on
+            # the device until the next evaluation reads it (gradients.py).
             with autocast(run.device, config.precision):
                 logits, hidden = run.ddp(inputs, state.hidden)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            run.grad_norms.add(clip_and_measure(parameters, config.grad_clip))
             run.optimizer.step()
             state.hidden = detach(hidden)
             state.step, state.next_chunk = state.step + 1, state.next_chunk + 1
@@ -176,9 +181,6 @@ def loop(run: Run, callback: Optional[Callback] = None) -> TrainResult:
                 stop.reason = "callback"
     # A run that reached its limit ends with an evaluation; a stopped one saves `last`.
     finish(run, stopped_by, losses, speed.value, deadline.skips(stopped_by))
-    # Model cards without a --sample-every sample get one, drawn after the time limit's loop.
-    if run.folder.writer:
-        complete_cards(run.folder.path)
     bar.close()
     return _result(run, stopped_by)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from charrnn import CharRNN, ModelConfig
 from charrnn.model.network import hidden_parts
-from charrnn.insight.probe import gradient_curve, trace
+from charrnn.insight.probe import gradient_curve, lstm_gates, trace
 
 
 def _model(cell, layers=2, vocab=13, hidden=16, embed=8, seed=0):
@@ -103,3 +103,25 @@ def test_a_text_too_short_for_the_curve_is_refused():
     ids = np.array([1, 2, 3])
     with pytest.raises(ValueError, match="needs at least 7 characters"):
         gradient_curve(model, ids, trace(model, ids, 1).states, k_max=5)
+
+
+def test_the_lstm_gates_are_the_ones_that_wrote_each_state():
+    """In every layer, c = f * c_before + i * g and h = o * tanh(c) at each step, the start
+    step included; the gates of some units are those units' columns of all the gates."""
+    model = _model("lstm", layers=3)
+    ids = np.random.default_rng(5).integers(0, 13, 30)
+    reading = trace(model, ids, start_id=4)
+    gates = lstm_gates(model, reading)
+    assert gates["f"].shape == (3, 30, 16)
+    for layer in range(3):
+        c_after, h_after = (np.concatenate([reading.start[kind][layer][None],
+                                            reading.states[kind][layer][:-1]]) for kind in "ch")
+        c_before = np.concatenate([np.zeros((1, 16)), c_after[:-1]])
+        f, i, g, o = (gates[name][layer] for name in "figo")
+        assert np.abs(f * c_before + i * g - c_after).max() < 1e-5
+        assert np.abs(o * np.tanh(c_after) - h_after).max() < 1e-5
+        assert f.min() >= 0 and f.max() <= 1 and g.min() >= -1 and g.max() <= 1
+    some = {0: [3, 7], 1: [0, 15], 2: [8, 9]}
+    chosen = lstm_gates(model, reading, some)
+    for layer, units in some.items():
+        assert np.array_equal(chosen["o"][layer], gates["o"][layer][:, units])

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from charrnn.insight.units import (correlated_units, correlations, dequantise, quantise,
-                           text_properties, units_to_keep)
+from charrnn.insight.units import (correlated_units, correlations, dequantise,
+                                   gate_units_to_keep, quantise, text_properties,
+                                   units_to_keep)
 
 
 def test_the_properties_of_a_hand_made_text():
@@ -61,10 +62,24 @@ def test_units_kept_fit_the_budget_and_include_the_wanted_ones():
     rng = np.random.default_rng(2)
     values = {"h": rng.normal(size=(2, 50, 10)), "c": rng.normal(size=(2, 50, 10))}
     values["h"][0, :, 3] *= 10                         # the unit that varies most
-    assert all(len(u) == 10 for u in units_to_keep(values, 4 * 50 * 10, []).values())
-    kept = units_to_keep(values, 4 * 50 * 3, [(1, "c", 9)])
+    # 51 values a unit: its 50 activations and the start state
+    assert all(len(u) == 10 for u in units_to_keep(values, 4 * 51 * 10, []).values())
+    assert all(len(u) == 9 for u in units_to_keep(values, 4 * 51 * 10 - 1, []).values())
+    kept = units_to_keep(values, 4 * 51 * 3, [(1, "c", 9)])
     assert all(len(u) == 3 for u in kept.values())
     assert 9 in kept[(1, "c")] and 3 in kept[(0, "h")]
-    assert sum(len(u) for u in kept.values()) * 50 <= 4 * 50 * 3
+    assert sum(len(u) for u in kept.values()) * 51 <= 4 * 51 * 3
     wanted = [(0, "h", u) for u in (7, 1, 2, 5)]      # more than there is room for
-    assert list(units_to_keep(values, 4 * 50 * 3, wanted)[(0, "h")]) == [1, 2, 7]
+    assert list(units_to_keep(values, 4 * 51 * 3, wanted)[(0, "h")]) == [1, 2, 7]
+
+
+def test_gates_are_kept_for_the_same_units_in_every_gate_within_the_room_left():
+    rng = np.random.default_rng(3)
+    values = {"h": rng.normal(size=(2, 50, 10)), "c": rng.normal(size=(2, 50, 10))}
+    values["c"][1, :, 6] *= 10                         # the cell that varies most
+    assert all(len(u) == 10 for u in gate_units_to_keep(values, 4 * 50 * 2 * 10, []).values())
+    kept = gate_units_to_keep(values, 4 * 50 * 2 * 3 + 399, [(0, "h", 2)])   # room for 3
+    assert {layer: len(u) for layer, u in kept.items()} == {0: 3, 1: 3}
+    assert 2 in kept[0] and 6 in kept[1]
+    assert all(len(u) == 0 for u in gate_units_to_keep(values, 399, []).values())
+    assert all(len(u) == 0 for u in gate_units_to_keep(values, -5, []).values())

@@ -84,3 +84,13 @@ def test_hf_upload_is_there_to_share_a_folder():
     result = subprocess.run([hf, "upload", "--help"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "repo_id" in result.stdout.lower().replace("-", "_")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "mingru", "minlstm"])
+def test_the_card_counts_the_weights_the_network_has(cell):
+    import dataclasses
+    from charrnn.config import ModelConfig
+    from charrnn.model.network import CharRNN
+    shape = ModelConfig(cell=cell, layers=2, hidden_size=32, embed_size=8, vocab_size=20)
+    built = sum(p.numel() for p in CharRNN(shape).parameters())
+    assert card.num_params(dataclasses.asdict(shape)) == built > 0

@@ -1,6 +1,8 @@
 """The server's engine is fair to every client (charrnn/serve/scheduler.py): no client takes
 every slot or queue place, a long prime does not hold the requests behind it, and stop texts
 are matched in time linear in the text. The engine is stepped in the test's own thread."""
+import http.client
+import json
 import random
 import time
 
@@ -11,6 +13,7 @@ from charrnn.config import SampleConfig, ServeConfig
 from charrnn.sampling.engine import Busy
 from charrnn.serve.scheduler import FairEngine, ServeRequest, StopMatcher, client_queue, \
     client_slots
+from live import serve_live  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +129,30 @@ def test_stops_end_each_sample_as_the_engine_would(model):
         ends = [text.find(s, 4) + len(s) for s in ("king", "queen") if text.find(s, 4) >= 0]
         assert got == (text[:min(ends)] if ends else text)
         assert why == ("stop" if ends else "length")
+
+
+def _post(port, body, forwarded_for):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", "/v1/generate", json.dumps(body),
+                       {"Content-Type": "application/json", "X-Forwarded-For": forwarded_for})
+    return connection, connection.getresponse()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(serve_live, trusted):
+    settings = dict(max_batch=2, client_slots=1, client_queue=0, max_length=1_000_000,
+                    forwarded_allow_ips="127.0.0.1" if trusted else None)
+    with serve_live(**settings) as (_, url):
+        port = int(url.rsplit(":", 1)[-1])
+        held, stream = _post(port, {"prime": "the ", "length": 1_000_000, "stream": True},
+                             "10.0.0.1")
+        assert stream.status == 200 and stream.readline()      # running: its one slot taken
+        try:
+            _, again = _post(port, {"length": 5}, "10.0.0.1")
+            _, other = _post(port, {"length": 5}, "10.0.0.2")
+            assert again.status == 503                  # the same client has no queue place
+            # Trusted: another forwarded address is another client. Untrusted: the header
+            # is ignored, and every request is the proxy's (127.0.0.1) own.
+            assert other.status == (200 if trusted else 503)
+        finally:
+            held.close()

@@ -1,4 +1,5 @@
 """Two CPU processes under torchrun (gloo) train the same model as one process with the global batch."""
+import importlib.util
 import json
 import math
 import os
@@ -18,6 +19,8 @@ from charrnn.api import train_run
 from charrnn.data.tokenizer import CharTokenizer
 from conftest import make_corpus, tiny_config
 
+# --tensorboard where the extra is installed: only the first process writes events.
+TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 # A traceback line through the package's own files starts with this (File "...).
 PACKAGE_FILES = f'"{Path(charrnn.__file__).resolve().parent}{os.sep}'
 
@@ -71,7 +74,8 @@ def strip(lines):
 
 def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
     corpus = make_corpus(tmp_path / "corpus.txt")
-    done = torchrun(tmp_path, corpus, tmp_path / "ddp", "--steps", "6")
+    board = ["--tensorboard"] if TENSORBOARD else []
+    done = torchrun(tmp_path, corpus, tmp_path / "ddp", "--steps", "6", *board)
     assert done.stdout.count("val loss") == 1            # rank 0 alone reports
     single_process(tmp_path, corpus, tmp_path / "one", 6)
 
@@ -80,9 +84,11 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
     assert difference < 1e-5
     assert max_difference(tmp_path / "ddp" / "best", tmp_path / "one" / "best") < 1e-5
 
-    # One checkpoint folder, written once: no per-rank copies, no leftovers.
+    # One checkpoint folder, written once: no per-rank copies, no leftovers; one events file.
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == \
-        ["best", "last", "loss.png", "metrics.jsonl"]
+        ["best", "last", "loss.png", "metrics.jsonl", *(["tensorboard"] if board else [])]
+    if board:
+        assert len(list((tmp_path / "ddp" / "tensorboard").iterdir())) == 1
     ddp_metrics = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     one_metrics = (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in ddp_metrics] == [3, 6]

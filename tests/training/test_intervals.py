@@ -127,7 +127,7 @@ def test_snapshots_are_full_checkpoints_and_only_the_newest_are_kept(corpus, tmp
                                                       "metrics.jsonl", "step-000009",
                                                       "step-000012"]
     assert sorted(p.name for p in (run / "step-000009").iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"]
+        "README.md", "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"]
     a, b = weights(run / "step-000012"), weights(run / "last")
     assert all(torch.equal(a[k], b[k]) for k in a)
     config = json.loads((run / "step-000009" / "config.json").read_text())

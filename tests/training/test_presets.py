@@ -45,6 +45,9 @@ def auto(time_limit=None, steps=None, epochs=None, device="cpu", chars=SHAKESPEA
     (dict(epochs=1.0, chars=None, vocab=None), ("cpu-10m", {})),   # of unknown size: as before
     # The corpus: seen less than once, no dropout; seen many times, more.
     (dict(time_limit=600.0, chars=50_000_000), ("cpu-10m", {"dropout": 0.0})),
+    # 300 K characters seen ~10 times in a minute: cpu-1m's dropout 0 becomes EXTRA_DROPOUT.
+    (dict(time_limit=60.0, chars=300_000), ("cpu-1m", {"dropout": EXTRA_DROPOUT})),
+    (dict(time_limit=180.0, chars=450_000), ("cpu-3m", {"dropout": EXTRA_DROPOUT})),
     (dict(time_limit=60.0, chars=50_000), ("cpu-1m", {"dropout": EXTRA_DROPOUT,
                                                      "early_stop": EARLY_STOP})),
     (dict(time_limit=600.0, chars=200_000), ("cpu-10m", {"dropout": 0.25 + EXTRA_DROPOUT,
