@@ -93,9 +93,14 @@ def declared(cls) -> list[Declared]:
 
 
 def check(config) -> None:
-    """Raise ``OptionError`` for the first declared field whose value is out of its range."""
+    """Raise ``OptionError`` for the first declared field whose value is out of its range.
+    A whole number given for a float option becomes a float (``beta1 = 0`` from Python: torch's
+    AdamW refuses betas of mixed types)."""
     for item in declared(type(config)):
-        check_value(item, getattr(config, item.name))
+        value = getattr(config, item.name)
+        check_value(item, value)
+        if item.type is float and isinstance(value, int):
+            setattr(config, item.name, float(value))
 
 
 def check_value(item: Declared, value: Any) -> None:

@@ -10,6 +10,8 @@ from charrnn import CharRNNError, ModelConfig, OptionError, SampleConfig, TrainC
 from charrnn.config import ExportConfig, NoveltyConfig, ReportConfig, ServeConfig
 from charrnn.cli.commands import main
 from charrnn.options import Spec, check_value, declared
+from charrnn.api import train_run
+from conftest import tiny_config
 
 CONFIGS = {"model": ModelConfig, "train": TrainConfig, "sample": SampleConfig,
            "report": ReportConfig, "novelty": NoveltyConfig, "serve": ServeConfig,
@@ -133,3 +135,12 @@ def test_only_limited_values_have_a_range_in_words():
     assert Spec("x", low=0, low_open=True).range_text() == "> 0"
     assert Spec("x", choices=("a", "b")).range_text() == "one of a, b"
     assert not Spec("x").bounded and Spec("x").range_text() == ""
+
+
+def test_a_whole_number_for_a_float_option_trains(corpus, tmp_path):
+    # From Python, beta1 = 0 is an int; torch's AdamW refuses betas of mixed types.
+    config = tiny_config(tmp_path / "run", steps=2)
+    config.beta1, config.lr = 0, 1
+    train_run(str(corpus), config)
+    assert (config.beta1, config.lr) == (0.0, 1.0)
+    assert isinstance(config.beta1, float) and isinstance(config.lr, float)

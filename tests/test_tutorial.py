@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "docs" / "tutorial" / "rnn-to-lstm.ipynb"
-PICTURES = 6        # sections 1, 3, 4, 5, 6 and 7 each draw one
+PICTURES = 7        # sections 1, 3, 5, 6 and 7 each draw one; section 4 two
 BUDGET_S = 90       # the fast mode's execution, on 2 cores
 KERNEL = "charrnn-tutorial-test"
 
@@ -29,6 +29,8 @@ import json
 print("FIGURES " + json.dumps({
     "fast": FAST, "threads": THREADS, "corpus": CORPUS.name,
     "step_error": step_error, "fused_error": fused_error, "sum_error": sum_error,
+    "record_steps": SIZE["record_steps"],
+    "records": {name: [n.tolist(), l.tolist()] for name, (n, l) in records.items()},
     "norms_free": norms_free.tolist(), "losses_free": losses_free.tolist(),
     "norms_clipped": norms_clipped.tolist(), "losses_clipped": losses_clipped.tolist(),
     "curves": {name: c.tolist() for name, c in curves.items()}, "fall": fall,
@@ -105,7 +107,29 @@ def test_the_formula_by_hand_is_the_models_step(executed):
     assert figures["sum_error"] < 1e-5           # shared weight's gradient = sum over steps
 
 
+def test_the_trainers_record_has_each_steps_norm_and_a_high_rate_explodes(executed):
+    # Section 4, from metrics.jsonl: AdamW at the preset's rate, and at 0.1 without clipping
+    # and with it (eval_interval=1: a line per step).
+    _, figures, _ = executed
+    records = {name: (np.array(norms), np.array(losses))
+               for name, (norms, losses) in figures["records"].items()}
+    assert len(records) == 3
+    for norms, losses in records.values():
+        # The norm of every step, also without clipping: measured, finite, positive.
+        assert len(norms) == len(losses) == figures["record_steps"]
+        assert np.isfinite(norms).all() and (norms > 0).all() and np.isfinite(losses).all()
+    (base_norms, base_losses), *high = records.values()
+    # The preset's rate: the loss falls, never above its start.
+    assert base_losses.max() <= base_losses[0] + 1e-6 and base_losses[-1] < base_losses[0]
+    # At 0.1, clipped or not (AdamW divides the clip away): a norm several times the preset
+    # run's largest, and a loss far above its start.
+    for norms, losses in high:
+        assert norms.max() > 5 * base_norms.max()
+        assert losses.max() > 2 * losses[0]
+
+
 def test_without_clipping_the_gradient_spikes_and_the_loss_diverges(executed):
+    # Section 4's loop by hand: plain SGD, where clipping bounds the step.
     _, figures, _ = executed
     norms_free, losses_free = np.array(figures["norms_free"]), np.array(figures["losses_free"])
     norms_clipped = np.array(figures["norms_clipped"])
@@ -121,12 +145,16 @@ def test_without_clipping_the_gradient_spikes_and_the_loss_diverges(executed):
     assert losses_clipped[-1] < losses_clipped[0]
 
 
-def test_the_rnns_gradient_falls_faster_than_the_lstms(executed):
+def test_the_rnns_gradient_falls_faster_than_the_lstms_and_the_mingru_is_between(executed):
     _, figures, _ = executed
     fall, curves = figures["fall"], figures["curves"]
+    assert set(curves) == {"tanh RNN", "minGRU", "LSTM"}
     assert all(len(curve) == 30 and all(v > 0 and math.isfinite(v) for v in curve)
                for curve in curves.values())
     assert fall["tanh RNN"] > 10 * fall["LSTM"] > 10
+    # The minGRU between the two (in fast mode about 1e7, against 1e10 and 1e3).
+    assert fall["tanh RNN"] > 10 * fall["minGRU"]
+    assert fall["minGRU"] > fall["LSTM"]
 
 
 def test_a_later_snapshot_does_better_on_held_out_text(executed):

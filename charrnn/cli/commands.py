@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -44,6 +45,8 @@ def train(corpus, preset_name, sample_length, out, resume, **options):
     if not result.is_main:     # under torchrun, the first process alone reports and samples
         sys.exit(code)
     echo(_summary(result))
+    if config.tensorboard:
+        echo(f"--- curves: tensorboard --logdir {shlex.quote(str(Path(result.out) / 'tensorboard'))}")
     if result.small_text:
         note(f"{result.epochs:,.0f} passes over a small text: fine-tuning a model trained on a "
              "larger text in the same language usually does better (--init-from; "

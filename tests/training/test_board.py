@@ -103,6 +103,7 @@ def test_the_option_is_declared_once_and_saved_with_the_run(corpus, tmp_path):
     saved = json.loads((run / "last" / "config.json").read_text())
     assert saved["train"]["tensorboard"] is True
     assert [step for step, _ in scalars(events(run), "loss/train")] == [4]
+    assert f"--- curves: tensorboard --logdir {run / 'tensorboard'}" in result.output
 
 
 def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_no_folder(corpus, tmp_path):
