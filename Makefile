@@ -71,7 +71,7 @@ docs: setup
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The long figures (~5 hours on 2 cores: the plain-loop sweep, 10-minute medians, the corpus
+# The long figures (~5.5 hours on 2 cores: the plain-loop sweep, 10-minute medians, the corpus
 # grid, fine-tuning, the serve load check), resumable: rerun to continue where it stopped
 # (bench/full-results.json); BENCH_ARGS=--list shows the cells, --redo REGEX reruns some.
 bench-full: setup

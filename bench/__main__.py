@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from bench import markers
+from bench import markers, mincell
 from bench.machine import cpu_features, cpu_model  # noqa: F401  (the names bench used)
 from bench.state import QUICK_STATE, STATE, State, best_plain, median
 
@@ -33,6 +33,10 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 GAP_60S, GAP_10M = 0.10, 0.08
 SAMPLE_GOALS = {1: (0.5, "of the memory-bandwidth bound"), 64: (0.8, "of the matmul peak")}
+# The cells sampled beside the LSTM 2x512 (issue 26): cpu-1m's LSTM and the best min-cell shapes
+# at 60 s (cell, layers, hidden, expansion, MLP ratio; the last two unused by the LSTM, left at
+# their defaults; docs/performance.md).
+CELLS_SAMPLED = (("lstm", 1, 512, 2, 4),) + mincell.SHAPES
 
 
 def default_corpus() -> str:
@@ -72,7 +76,7 @@ def plan(quick: bool) -> dict:
 
 def estimate(mode: dict) -> float:
     """Seconds the whole run should take (measured overheads on 2 busy cores)."""
-    runs = 2 * len(mode["seeds"]) * (mode["short"] + 30) + 2 * (mode["long"] + 35)
+    runs = (2 * len(mode["seeds"]) + 2) * (mode["short"] + 30) + 2 * (mode["long"] + 35)
     return 30 + runs + (150 if mode["length"] > 500 else 40) + 2 * mode["steps"] + \
         mode["megabytes"] * 1.2
 
@@ -88,6 +92,23 @@ def quality(corpus: str, seconds: float, seeds, state: State, device: str) -> di
     runs["charrnn_median"] = median([r["val_loss"] for r in runs["charrnn"]])
     runs["plain_median"] = median([r["val_loss"] for r in runs["plain"]])
     return runs
+
+
+def min_cell_rows(figures: dict, corpus: str, mode: dict, device: str) -> list:
+    """The min cells at the short budget (issue 26), seed 1, in the shapes and at the rate the
+    60 s sweep found (bench/mincell.py SHAPES, LR), beside charrnn's defaults of seed 1."""
+    print(f"min cells after {mode['short']:g} s, seed 1", flush=True)
+    rows, runs = [], {}
+    figures["quality_min"] = runs
+    defaults = figures["quality_short"]["charrnn"][0]["val_loss"]
+    for shape in mincell.SHAPES:
+        name = mincell.shape_name(shape)
+        got = runs[name] = run_section("quality_min", corpus, mode["short"], 1, *shape, device,
+                                       0, mincell.LR)
+        rows.append((f"  val loss after {mode['short']:g} s, {name} (MLP x{shape[4]}, lr "
+                     f"{mincell.LR:g}), seed 1 (baseline: charrnn's defaults, seed 1)",
+                     got["val_loss"], defaults, defaults / got["val_loss"], "-", None))
+    return rows
 
 
 def quality_rows(runs: dict, seconds: float, goal: float, note: str = "") -> list:
@@ -167,6 +188,7 @@ def main() -> None:
         rows += quality_rows(figures[key], seconds, goal, note)
     rows.append((f"  bench-full {mode['long']:g} s: " + binding_10m(state, args.quick), None,
                  None, None, "-", None))
+    rows += min_cell_rows(figures, corpus, mode, args.device)
 
     rows += speed_rows(figures, mode, args.device) + sampling(figures, mode, args.device)
     rows += data_rows(figures, corpus, mode)
@@ -205,7 +227,25 @@ def sampling(figures: dict, mode: dict, device: str) -> list:
                                 for p in ("fp32", "bf16")}
         sampled[f"b{batch}"]["plain"] = run_section("sample_plain", batch, mode["length"],
                                                     device)
-    return sample_rows(sampled)
+    return sample_rows(sampled) + cell_rows(figures, mode, device)
+
+
+def cell_rows(figures: dict, mode: dict, device: str) -> list:
+    """Sampling chars/s, fp32, of cpu-1m's LSTM and the min cells (CELLS_SAMPLED) at batch 1
+    and 64, the LSTM 2x512's figure beside each as the baseline."""
+    print("sampling speed, other cells", flush=True)
+    rows, cells = [], {}
+    figures["sample_cells"] = cells
+    for batch in SAMPLE_GOALS:
+        for shape in CELLS_SAMPLED:
+            name = f"{shape[0]} {shape[1]}x{shape[2]}"
+            got = cells[f"{name} b{batch}"] = run_section("sample_cell", batch, mode["length"],
+                                                          *shape, device)
+            lstm = figures["sample"][f"b{batch}"]["fp32"]["chars_per_sec"]
+            rows.append((f"  sample chars/s, {name}, batch {batch}, fp32 (baseline: LSTM "
+                         f"2x512)", got["chars_per_sec"], lstm, got["chars_per_sec"] / lstm,
+                         "-", None))
+    return rows
 
 
 def data_rows(figures: dict, corpus: str, mode: dict) -> list:

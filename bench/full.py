@@ -1,13 +1,14 @@
 """`make bench-full` / `python -m bench.full`: the long figures, resumable across sessions.
 
-Cells, in order (each a fresh process, bench/section.py; ~5 hours in all on 2 cores):
+Cells, in order (each a fresh process, bench/section.py; ~5.5 hours in all on 2 cores):
 (a) the plain-loop sweep (bench/baseline.py SWEEP, 8 configurations) at 60 s, 3 min and 10 min
     on tinyshakespeare, seed 1: the best per budget is the plain loop `make bench` and the
     cells below run beside charrnn (bench/state.py best_plain);
 (b) 10-minute medians on tinyshakespeare: 3 seeds of charrnn's defaults and of the best plain
     loop, interleaved (charrnn seed 1, plain seed 1, charrnn seed 2, ...); goal: gap >= 0.08;
 (c) the corpus grid: each corpus of bench/corpora.py at 60 s, 3 min and 10 min, charrnn's
-    defaults beside the best plain loop at that budget (seed 1); goal: charrnn lower;
+    defaults beside the best plain loop at that budget (seed 1); goal: charrnn lower; at 60 s
+    also the min cells (bench/mincell.py SHAPES, issue 26);
 (d) the fine-tuning section and the serve load check.
 Every finished cell goes into bench/full-results.json at once (bench/state.py), so a rerun
 skips it (--redo REGEX to run matching cells again) and Ctrl-C loses at most the running cell.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from bench import baseline, corpora, markers
+from bench import baseline, corpora, markers, mincell
 from bench.machine import machine
 from bench.state import QUICK_STATE, STATE, State, best_plain, budget_key, sweep_key
 
@@ -88,10 +89,17 @@ def plan(state: State, corpus_paths: dict, options) -> Iterator[Cell]:
             yield training_cell(f"{base}/charrnn", "charrnn", path, seconds, 1, device, val)
             yield training_cell(f"{base}/{baseline.config_name(config)}", "plain", path,
                                 seconds, 1, device, val, config)
+            if seconds == budgets[0]:                               # the min cells
+                for shape in mincell.SHAPES:
+                    yield Cell(f"{base}/{mincell.shape_name(shape).replace(' ', '-')}",
+                               ("quality_min", path, seconds, 1, *shape, device, val,
+                                mincell.LR), seconds + OVERHEAD["charrnn"])
     short = budgets[0]                                              # (d)
     yield Cell("finetune", ("finetune", shakespeare, short, device), 5 * short + 90)
     serve_seconds = 5.0 if options.quick else 30.0
-    yield Cell("serve", (), 3 * serve_seconds + 30, run=lambda: _serve(serve_seconds))
+    # bench/serve.py runs six parts of ``seconds`` (1, 8 and 64 clients, keep-alive, flood,
+    # greedy), the flood FLOOD_EXTRA longer.
+    yield Cell("serve", (), 6 * serve_seconds + 5 + 10, run=lambda: _serve(serve_seconds))
 
 
 def _serve(seconds: float) -> dict:

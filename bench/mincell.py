@@ -8,6 +8,8 @@
 * ``scan_cost``: seconds per character of one block's cell (input projection, log-space scan,
   output projection), forward and backward, at chunk lengths 32 to 1024: the scan's cost is
   linear in the chunk when seconds per character stay flat (measured, not assumed).
+* ``step_ms``: milliseconds per training step of a shape, eager or through --compile's
+  torch.compile, and the first steps' seconds (the compiling).
 * ``flops_per_char``: multiply-adds x 2 per training character, forward + backward (3x the
   forward), of a CharRNN shape, any cell: the same count bench/section.py's ``speed`` uses.
 """
@@ -20,6 +22,16 @@ from pathlib import Path
 import torch
 
 from bench import baseline
+
+# The min-cell shapes `make bench` and bench-full's grid run beside the LSTM (cell, layers,
+# hidden, expansion, MLP ratio) and their rate: the best of the 60 s sweep (bench/TRIED.md).
+SHAPES = (("mingru", 4, 128, 1, 2), ("minlstm", 4, 128, 1, 2))
+LR = 0.006
+
+
+def shape_name(shape) -> str:
+    """"mingru 4x128" for a SHAPES entry."""
+    return f"{shape[0]} {shape[1]}x{shape[2]}"
 
 
 def flops_per_char(model) -> int:
@@ -40,18 +52,24 @@ def flops_per_char(model) -> int:
 
 
 def quality_min(corpus, seconds, seed=1, cell="mingru", layers=2, hidden=512, expansion=2,
-                mlp_ratio=4, device="cpu", val_chars=0, lr=0.0, dropout=-1.0):
-    """A min-cell run of ``seconds`` on preset auto's training settings; ``lr`` 0 and
-    ``dropout`` < 0 keep the preset's. Returns val_loss (nats/char, baseline.held_out),
-    own_val_loss, steps, chars_per_sec (training), flops_per_char and the settings."""
+                mlp_ratio=4, device="cpu", val_chars=0, lr=0.0, dropout=-1.0, batch=0, seq=0,
+                warmup=-1, compile=0):
+    """A min-cell run of ``seconds`` on preset auto's training settings; ``lr`` 0, ``dropout``
+    < 0, ``batch`` 0, ``seq`` 0 and ``warmup`` < 0 (steps) keep the preset's; ``compile`` 1:
+    --compile (its compiling counts in the budget). Returns val_loss (nats/char,
+    baseline.held_out), own_val_loss, steps, chars_per_sec (training), flops_per_char and the
+    settings."""
     from charrnn.api import load, train_config, train_run
 
     text = baseline.read(corpus)
     held = baseline.held_out(text, int(val_chars) or None)
     shape = dict(cell=cell, layers=int(layers), hidden_size=int(hidden),
                  expansion=int(expansion), mlp_ratio=int(mlp_ratio))
-    extra = {k: v for k, v in (("lr", float(lr)), ("dropout", float(dropout)))
-             if (v > 0 if k == "lr" else v >= 0)}
+    extra = {k: v for k, v in (("lr", float(lr)), ("batch_size", int(batch)),
+                               ("seq_len", int(seq))) if v > 0}
+    extra.update({k: v for k, v in (("dropout", float(dropout)),
+                                    ("warmup_steps", int(warmup))) if v >= 0})
+    extra["compile"] = bool(int(compile))
     with tempfile.TemporaryDirectory() as tmp:
         config = train_config(corpus, f"{tmp}/run", "auto", time_limit=float(seconds),
                               seed=int(seed), device=device, progress=False,
@@ -68,7 +86,8 @@ def quality_min(corpus, seconds, seed=1, cell="mingru", layers=2, hidden=512, ex
             / max(result.elapsed, 1e-9), "flops_per_char": flops_per_char(m), "params": params,
             "settings": f"{m.cell} {m.layers}x{m.hidden_size} (width {m.hidden_size // m.expansion}"
                         f", MLP x{m.mlp_ratio}), batch {config.batch_size} x {config.seq_len}, "
-                        f"lr {config.lr:g}, dropout {m.dropout:g}, precision {config.precision}"}
+                        f"lr {config.lr:g}, dropout {m.dropout:g}, precision {config.precision}"
+                        + (", compiled" if config.compile else "")}
 
 
 def scan_cost(cell="mingru", units=512, batch=32, lengths="32,64,128,256,512,1024",
@@ -107,3 +126,42 @@ def scan_cost(cell="mingru", units=512, batch=32, lengths="32,64,128,256,512,102
 def _sync(device) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def step_ms(cell="mingru", layers=4, hidden=128, expansion=1, mlp_ratio=2, compile=0,
+            steps=40, batch=32, seq=32, device="cpu"):
+    """Milliseconds per training step (forward, backward, AdamW) of an untrained CharRNN of the
+    shape given, batch x seq characters of a 65-character vocabulary, bf16 autocast on a CPU
+    with native bf16 (else fp32), the state carried as in training: the median of the steps
+    after the first 3, and the first 3 steps' seconds (``compile`` 1: torch.compile, as
+    --compile runs it, so they hold the compiling). An LSTM ignores expansion and MLP."""
+    import torch.nn.functional as F
+    from charrnn import CharRNN, ModelConfig
+    from charrnn.model.device import cpu_has_native_bf16
+    from charrnn.training.compiled import compiled
+
+    shape = dict(expansion=int(expansion), mlp_ratio=int(mlp_ratio)) \
+        if cell in ("mingru", "minlstm") else {}
+    torch.manual_seed(0)
+    net = CharRNN(ModelConfig(vocab_size=65, cell=cell, layers=int(layers),
+                              hidden_size=int(hidden), embed_size=64, **shape)).to(device)
+    forward = compiled(net, net, bool(int(compile)))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    data = torch.randint(0, 65, (int(batch), int(seq) + 1), device=device)
+    bf16 = cpu_has_native_bf16() if device == "cpu" else True
+    hidden_state, times = None, []
+    for _ in range(int(steps)):
+        start = time.perf_counter()
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            logits, hidden_state = forward(data[:, :-1], hidden_state)
+        hidden_state = hidden_state.detach() if isinstance(hidden_state, torch.Tensor) \
+            else tuple(h.detach() for h in hidden_state)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), data[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    rest = sorted(times[3:])
+    return {"ms_per_step": 1e3 * rest[len(rest) // 2], "first_3_steps_s": sum(times[:3]),
+            "chars_per_sec": int(batch) * int(seq) / rest[len(rest) // 2],
+            "compiled": bool(int(compile)), "bf16": bf16, "threads": torch.get_num_threads()}

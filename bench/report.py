@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import baseline, corpora
+from bench import baseline, corpora, mincell
 from bench.state import State, best_plain, budget_key, median, sweep_key
 
 SHAKESPEARE = "tinyshakespeare"
@@ -120,7 +120,27 @@ def grid_table(state: State, paths: dict, budgets, machines: Machines) -> list[s
             dates = ", ".join(machines.mark(c) for c in (ours, plain) if c) or "-"
             lines.append(f"| {name} | {_budget(seconds)} | {_loss(ours)} | {_loss(plain)} "
                          f"({pick}) | {gap} | {met} | {dates} |")
-    return lines + ["", "Corpora (bench/corpora.py, built without the network):", ""] + about
+    return lines + [""] + min_cell_table(state, paths, budgets[0], machines) + \
+        ["", "Corpora (bench/corpora.py, built without the network):", ""] + about
+
+
+def min_cell_table(state: State, paths: dict, seconds: float, machines: Machines) -> list[str]:
+    """The min cells (bench/mincell.py SHAPES, issue 26) beside charrnn's defaults on each
+    corpus of the grid at its first budget."""
+    names = [mincell.shape_name(shape) for shape in mincell.SHAPES]
+    lines = [f"The min cells at {_budget(seconds)} (rate {mincell.LR:g}; their shapes are the "
+             "best of the 60 s sweep on tinyshakespeare, bench/TRIED.md):", "",
+             "| corpus | charrnn | " + " | ".join(names) + " | measured |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for name, path in paths.items():
+        if name == SHAKESPEARE or path is None:
+            continue
+        base = f"grid/{name}/{budget_key(seconds)}"
+        cells = [state.cells.get(f"{base}/charrnn")] + \
+            [state.cells.get(f"{base}/{n.replace(' ', '-')}") for n in names]
+        dates = ", ".join(machines.mark(c) for c in cells if c) or "-"
+        lines.append(f"| {name} | " + " | ".join(_loss(c) for c in cells) + f" | {dates} |")
+    return lines
 
 
 def full_section(state: State, paths: dict, quick: bool) -> str:

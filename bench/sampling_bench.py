@@ -126,3 +126,34 @@ def sample_plain(batch, length, device="cpu"):
     start = time.perf_counter()
     baseline.sample_per_char(model, int(length), int(batch))
     return {"chars_per_sec": int(batch) * int(length) / (time.perf_counter() - start)}
+
+
+def sample_cell(batch, length, cell="mingru", layers=2, hidden=256, expansion=1, mlp_ratio=2,
+                device="cpu", precision="fp32"):
+    """Sampling chars/s of an untrained CharRNN of the shape given (any cell; issue 26 measures
+    the min cells beside the LSTM) at ``batch`` rows through the server's Engine, the best of
+    RUNS runs of ``length`` / RUNS characters, after one warm-up; its training FLOPs per
+    character / 3 (the forward) as ``flops_per_char``."""
+    from charrnn import CharRNN, CharTokenizer, ModelConfig, SampleConfig
+    from charrnn.sampling.engine import Engine, Request
+    from bench.mincell import flops_per_char
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=67, cell=cell, layers=int(layers), hidden_size=int(hidden),
+                         embed_size=64, expansion=int(expansion), mlp_ratio=int(mlp_ratio))
+    model = CharRNN(config).eval()
+    tokenizer = CharTokenizer([chr(c) for c in range(32, 97)] + ["a"])
+    options = SampleConfig(length=50, num_samples=int(batch), seed=0, precision=precision)
+    engine = Engine(model, tokenizer, max_batch=int(batch), precision=precision)
+    engine.submit(Request("a", options))      # warm up
+    engine.step_until_done()
+    options.length = max(1, int(length) // RUNS)
+    chars_per_sec = 0.0
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        engine.submit(Request("a", options))
+        engine.step_until_done()
+        chars_per_sec = max(chars_per_sec, int(batch) * options.length /
+                            (time.perf_counter() - start))
+    return {"chars_per_sec": chars_per_sec, "flops_per_char": flops_per_char(config) // 3,
+            "params": model.num_params(), "threads": torch.get_num_threads()}

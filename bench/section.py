@@ -18,9 +18,10 @@ from bench import baseline
 # The sections and helpers that live in their own modules, imported here so that every name
 # stays a section `python -m bench.section NAME` finds (it looks NAME up in this module).
 from bench.german import _mo_strings, german_play, new_corpus  # noqa: F401
-from bench.mincell import quality_min, scan_cost  # noqa: F401  (issue 26: the min cells)
+from bench.mincell import quality_min, scan_cost, step_ms  # noqa: F401  (issue 26: min cells)
 from bench.sampling_bench import (_matmul_peak, _sample_bounds, _sampling_model,  # noqa: F401
-                                  _step_error, _stream_seconds, sample, sample_plain)
+                                  _step_error, _stream_seconds, sample, sample_cell,
+                                  sample_plain)
 
 SPEED_SHAPE = dict(hidden=512, layers=2, embed=64, batch=64, seq=128)
 

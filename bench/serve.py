@@ -141,17 +141,26 @@ async def _read_events(reader, sent: float, stats: dict) -> bool:
                     first = False
 
 
+async def _connect(port: int, client: int, counts: dict, failed: str):
+    """(reader, writer) of a new connection from client address ``client`` (_address), or
+    None after counting ``counts[failed]`` and waiting a second (the server refused it)."""
+    try:
+        return await asyncio.open_connection("127.0.0.1", port,
+                                             local_addr=(_address(client), 0))
+    except OSError:
+        counts[failed] += 1
+        await asyncio.sleep(1.0)
+        return None
+
+
 async def _slow(port: int, kind: int, deadline: float, flood: dict) -> None:
     """One slow connection of the flood (SLOW[kind]), opened again whenever the server
     closes it, until ``deadline``."""
     while time.monotonic() < deadline:
-        try:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(_address(250), 0))
-        except OSError:
-            flood["refused"] += 1
-            await asyncio.sleep(1.0)
+        connection = await _connect(port, 250, flood, "refused")
+        if connection is None:
             continue
+        reader, writer = connection
         flood["opened"] += 1
         writer.write(SLOW[kind])
         try:
@@ -174,13 +183,10 @@ async def _greedy(port: int, deadline: float, greedy: dict, seed: int) -> None:
         body = json.dumps({"prime": "The ", "length": GREEDY_LENGTH, "seed": seed,
                            "stream": True}).encode()
         seed += GREEDY
-        try:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(_address(200), 0))
-        except OSError:
-            greedy["errors"] += 1
-            await asyncio.sleep(1.0)
+        connection = await _connect(port, 200, greedy, "errors")
+        if connection is None:
             continue
+        reader, writer = connection
         writer.write(_post(port, body, False))
         try:
             status = await asyncio.wait_for(reader.readline(),

@@ -16,7 +16,6 @@ script may too. A finished run's ``TrainResult`` says why it stopped (``stop_rea
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, U
 import numpy as np
 import torch
 
+from charrnn.model.card import latest_sample
 from charrnn.model.checkpoint import find_checkpoint, load_checkpoint, read_config
 from charrnn.config import (CACHE_DIR, ExportConfig, ModelConfig, NoveltyConfig, ReportConfig,
                             SampleConfig, ServeConfig, TrainConfig)
@@ -281,19 +281,7 @@ def last_sample(checkpoint: Union[str, Path]) -> Optional[dict]:
     ``checkpoint`` (best/, last/ or a snapshot; see ``checkpoint_info``), or None: the sample
     taken at the latest --sample-every step (keys step, val_loss, prime, temperature, seed,
     text). Lines cut short by a crash are skipped."""
-    path = Path(checkpoint).parent / SAMPLES
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("text"), str):
-            return record
-    return None
+    return latest_sample(Path(checkpoint).parent / SAMPLES)
 
 
 def train(corpus: str, config: Optional[TrainConfig] = None,

@@ -158,3 +158,63 @@ def test_the_fine_tuning_table_shows_each_pair_and_its_ratio():
         in text
     assert "(1000 / 990 steps) | 1.300 | 1.560 | 1.20x |" in text
     assert "3 characters added" in text
+
+
+def test_the_chinese_corpus_keeps_messages_with_ideographs(tmp_path, monkeypatch):
+    folder = tmp_path / "zh_CN" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    (folder / "a.mo").write_bytes(_mo(["无法取得有效的上下文。", "only latin here", "短"]))
+    monkeypatch.setattr(corpora, "LOCALES", tmp_path)
+    text, why = corpora.build_chinese()
+    assert text is None and why.startswith("skipped:")           # far under 300,000
+    kept = corpora.messages([folder / "a.mo"], lambda t: len(t) >= 8 and
+                            bool(corpora.HAN.search(t)), 10_000)
+    assert kept == "无法取得有效的上下文。\n"
+
+
+def test_sampling_other_cells_reports_each_beside_the_lstm(monkeypatch):
+    import bench.__main__ as harness
+    seen = []
+
+    def fake(name, batch, length, cell, *shape):
+        seen.append((name, batch, cell))
+        return {"chars_per_sec": {"lstm": 200.0, "mingru": 100.0, "minlstm": 50.0}[cell] * batch}
+    monkeypatch.setattr(harness, "run_section", fake)
+    figures = {"sample": {f"b{b}": {"fp32": {"chars_per_sec": 400.0 * b}} for b in (1, 64)}}
+    rows = harness.cell_rows(figures, {"length": 10}, "cpu")
+    assert [s[1:] for s in seen] == [(b, c[0]) for b in (1, 64) for c in harness.CELLS_SAMPLED]
+    ratios = {row[0].split(", ")[1] + row[0].split(", ")[2]: row[3] for row in rows}
+    assert ratios["mingru 4x128batch 64"] == pytest.approx(0.25)
+    assert ratios["lstm 1x512batch 1"] == pytest.approx(0.5)
+
+
+def test_sample_cell_measures_a_min_cell_through_the_engine():
+    from bench.sampling_bench import sample_cell
+    figures = sample_cell(2, 40, "mingru", 1, 16, 1, 2)
+    assert figures["chars_per_sec"] > 0 and figures["params"] > 0
+    assert figures["flops_per_char"] > 2 * 16 * 16      # at least the block's products
+
+
+def test_the_min_cells_run_at_the_short_budget_beside_the_defaults(monkeypatch):
+    import bench.__main__ as harness
+    calls = []
+
+    def fake(name, corpus, seconds, seed, cell, *rest):
+        calls.append((name, seconds, seed, cell, rest[-1]))
+        return {"val_loss": {"mingru": 1.6, "minlstm": 1.7}[cell]}
+    monkeypatch.setattr(harness, "run_section", fake)
+    figures = {"quality_short": {"charrnn": [{"val_loss": 1.4}, {"val_loss": 1.5}]}}
+    rows = harness.min_cell_rows(figures, "c.txt", {"short": 60}, "cpu")
+    lr = harness.mincell.LR
+    assert calls == [("quality_min", 60, 1, "mingru", lr), ("quality_min", 60, 1, "minlstm", lr)]
+    assert [(r[1], r[2]) for r in rows] == [(1.6, 1.4), (1.7, 1.4)]
+    assert figures["quality_min"]["mingru 4x128"]["val_loss"] == 1.6
+
+
+@pytest.mark.parametrize("cell", ["mingru", "lstm"])
+def test_step_ms_times_training_steps_after_the_first_three(cell):
+    from bench.mincell import step_ms
+    figures = step_ms(cell, 1, 16, 1, 2, 0, steps=5, batch=2, seq=8)
+    assert figures["ms_per_step"] > 0 and figures["first_3_steps_s"] > 0
+    assert figures["chars_per_sec"] == pytest.approx(16 / figures["ms_per_step"] * 1e3)
+    assert figures["compiled"] is False

@@ -346,12 +346,16 @@ class Engine:
                 except Exception as error:     # the caller's callback: it ends its request
                     request.error = request.error or error
                     request.cancel()
-            if row.stop and "".join(row.text[-len(row.stop):]).endswith(row.stop):
+            if self._stopped(row, char):
                 done[slot] = "stop"
             elif row.left == 0:
                 done[slot] = "length"
         if done:
             self._leave(done)
+
+    def _stopped(self, row, char: str) -> bool:
+        """Whether ``row``'s text, ``char`` just appended, now ends with its stop text."""
+        return bool(row.stop) and "".join(row.text[-len(row.stop):]).endswith(row.stop)
 
     def _end_all(self, reason: str, error: Optional[BaseException]) -> None:
         """End every request, running, joining or waiting, with ``reason`` (and ``error``)."""

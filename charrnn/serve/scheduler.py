@@ -203,28 +203,11 @@ class FairEngine(Engine):
             self._read_prime(request, 0)           # (encodes the prime, reads nothing)
         return max(0, len(request.ids) - 1 - PREFILL) - request.read
 
-    def _deliver(self, ids: list[int], forced) -> None:
-        """As Engine._deliver, with each row's stops matched by a StopMatcher."""
-        chars, done = self.tokenizer.id_to_char, {}
-        for slot, token in enumerate(ids):
-            row = self.rows[slot]
-            if row is None or slot in forced:
-                continue
-            char, request = chars[token], row.request
-            row.text.append(char)
-            row.left -= 1
-            if request.on_text is not None:
-                try:
-                    request.on_text(row.index, char)
-                except Exception as error:     # the caller's callback: it ends its request
-                    request.error = request.error or error
-                    request.cancel()
-            stops = getattr(request, "stops", None)
-            if stops and getattr(row, "matcher", None) is None:
-                row.matcher = StopMatcher(stops)
-            if stops and row.matcher.feed(char):
-                done[slot] = "stop"
-            elif row.left == 0:
-                done[slot] = "length"
-        if done:
-            self._leave(done)
+    def _stopped(self, row, char: str) -> bool:
+        """As Engine._stopped, with the request's stops (several) matched by a StopMatcher."""
+        stops = getattr(row.request, "stops", None)
+        if not stops:
+            return False
+        if getattr(row, "matcher", None) is None:
+            row.matcher = StopMatcher(stops)
+        return row.matcher.feed(char)

@@ -17,13 +17,14 @@ import torch
 from charrnn.training import distributed
 from charrnn.training import memory
 from charrnn.training.average import WeightAverage
+from charrnn.training.compiled import compiled
 from charrnn.data.cache import NewChars, cached_digest, load_ids
 from charrnn.model.checkpoint import load_checkpoint, load_trainer_state, read_config
 from charrnn.config import REGULARISERS, TrainConfig
 from charrnn.data.corpus import Corpus
 from charrnn.training.deadline import command_start
 from charrnn.model.device import warn_if_bf16_is_emulated
-from charrnn.errors import CharRNNError, note
+from charrnn.errors import note
 from charrnn.training.gradients import GradNorms
 from charrnn.training.finetune import adapted, check_source, load_source, on_new_chars
 from charrnn.model.network import CharRNN, hidden_batch, unigram_head_bias
@@ -55,6 +56,7 @@ class Run:
     average: WeightAverage         # --ema: the weights' moving average (average.py)
     grad_norms: GradNorms          # the steps' gradient norms since the last evaluation
     started: float = 0.0           # the command's start, time.monotonic() (deadline.py)
+    overfit_noted: int = -1        # the best step the overfitting note last named
 
 
 def prepare(corpus: str, config: TrainConfig, ctx: distributed.Context,
@@ -132,7 +134,8 @@ def _build(corpus: str, source: Corpus, config: TrainConfig, ctx: distributed.Co
     folder.start(config.overwrite, state.step if resume_from is not None else None,
                  tensorboard=config.tensorboard)
     return Run(corpus=corpus, config=config, device=device, ctx=ctx, folder=folder,
-               tokenizer=tokenizer, model=model, ddp=ctx.wrap(model, device),
+               tokenizer=tokenizer, model=model,
+               ddp=compiled(ctx.wrap(model, device), model, config.compile),
                optimizer=optimizer, batches=batches, val_batches=val_batches, val_ids=val_ids,
                state=state, average=average, grad_norms=GradNorms(state, device))
 

@@ -39,6 +39,9 @@ from charrnn.training.validations import Validations
 
 Callback = Callable[[int, dict], bool]
 OVERFIT_NOTE = 2      # evaluations without a better validation loss before the note says so
+# ... and steps since the best: with an evaluation every step or two, two evaluations without
+# a better loss are noise, not overfitting.
+OVERFIT_STEPS = 20
 
 
 @dataclass
@@ -195,10 +198,13 @@ def _validate(run: Run, deadline: Deadline, losses: LossMeter, speed: Speed, bar
 
 
 def _say_if_overfitting(run: Run, bar: Bar) -> None:
-    """One line when OVERFIT_NOTE evaluations in a row have not beaten the best validation loss
-    (once per such stretch): the model may have begun to learn the training text by heart."""
+    """One line when OVERFIT_NOTE evaluations in a row, OVERFIT_STEPS steps at least, have not
+    beaten the best validation loss (once per best): the model may have begun to learn the
+    training text by heart."""
     state = run.state
-    if state.evals_since_best == OVERFIT_NOTE and run.ctx.is_main:
+    if state.evals_since_best >= OVERFIT_NOTE and state.step - state.best_step >= OVERFIT_STEPS \
+            and run.overfit_noted != state.best_step and run.ctx.is_main:
+        run.overfit_noted = state.best_step
         bar.note(f"val loss has not beaten {state.best_val_loss:.4f} (step {state.best_step}) "
                  f"for {OVERFIT_NOTE} evaluations (now {state.val_loss:.4f}): the model may be "
                  f"starting to overfit; best/ holds step {state.best_step}")

@@ -124,4 +124,6 @@ def test_the_lstm_gates_are_the_ones_that_wrote_each_state():
     some = {0: [3, 7], 1: [0, 15], 2: [8, 9]}
     chosen = lstm_gates(model, reading, some)
     for layer, units in some.items():
-        assert np.array_equal(chosen["o"][layer], gates["o"][layer][:, units])
+        # the same values, up to the rounding of a product over fewer columns (1 ulp here)
+        np.testing.assert_allclose(chosen["o"][layer], gates["o"][layer][:, units],
+                                   rtol=1e-6, atol=1e-7)

@@ -117,3 +117,21 @@ def test_a_note_says_when_the_model_starts_to_overfit_and_where_best_is(tmp_path
     best_step = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["metrics"]["step"]
     assert all(n.startswith("note: val loss has not beaten") for n in notes)
     assert any(n.endswith(f"best/ holds step {best_step}") for n in notes)
+
+
+@pytest.mark.parametrize("evals, steps_since, noted", [(2, 2, False), (5, 5, False),
+                                                        (2, 20, True), (1, 100, False)])
+def test_the_overfitting_note_needs_evaluations_and_steps_since_the_best(evals, steps_since,
+                                                                          noted):
+    from types import SimpleNamespace
+    from charrnn.training.trainer import _say_if_overfitting
+    notes = []
+    state = SimpleNamespace(evals_since_best=evals, step=500 + steps_since, best_step=500,
+                            best_val_loss=1.5, val_loss=1.6)
+    run = SimpleNamespace(state=state, ctx=SimpleNamespace(is_main=True), overfit_noted=-1)
+    bar = SimpleNamespace(note=notes.append)
+    _say_if_overfitting(run, bar)
+    _say_if_overfitting(run, bar)          # the same stretch: said once at most
+    assert len(notes) == int(noted)
+    if noted:
+        assert "(step 500)" in notes[0] and notes[0].endswith("best/ holds step 500")
