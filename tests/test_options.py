@@ -115,14 +115,36 @@ def test_an_unknown_option_through_the_api_is_a_clear_error(corpus, tmp_path):
         train_config(str(corpus), str(tmp_path / "run"), hidden=3)
 
 
-def test_model_shape_cannot_change_on_resume(corpus, tmp_path):
+def _another(item):
+    if item.spec.choices:
+        return next(c for c in item.spec.choices if c != item.default)
+    if item.type is bool:
+        return not item.default
+    return item.default + (1 if item.type is int else 0.1)
+
+
+def test_model_shape_cannot_change_on_resume_but_may_be_repeated(corpus, tmp_path):
     from charrnn.api import train_config
-    for item in declared(ModelConfig):
-        if item.spec.cli:
-            value = item.spec.choices[0] if item.spec.choices else item.default
-            with pytest.raises(OptionError, match="cannot change when a run is resumed"):
-                train_config(str(corpus), str(tmp_path / "run"), resume=True,
-                             **{item.name: value})
+    fixed = [item for item in declared(ModelConfig) if item.spec.cli and not item.spec.on_resume]
+    assert {"cell", "layers", "hidden_size", "expansion", "mlp_ratio"} <= {i.name for i in fixed}
+    for item in fixed:             # no run saved yet: the saved values are the defaults
+        with pytest.raises(OptionError, match="cannot change when a run is resumed"):
+            train_config(str(corpus), str(tmp_path / "run"), resume=True,
+                         **{item.name: _another(item)})
+        if item.name not in ("expansion", "mlp_ratio"):          # (min cells only, below)
+            config = train_config(str(corpus), str(tmp_path / "run"), resume=True,
+                                  **{item.name: item.default})
+            assert getattr(config.model, item.name) == item.default
+
+
+@pytest.mark.parametrize("name, value", [("expansion", 2), ("mlp_ratio", 4), ("expansion", 1)])
+def test_a_min_cell_option_given_to_another_cell_is_an_error_even_at_its_default(
+        corpus, tmp_path, name, value):
+    from charrnn.api import train_config
+    with pytest.raises(OptionError, match=f"{name} applies to mingru and minlstm only, not gru"):
+        train_config(str(corpus), str(tmp_path / "run"), cell="gru", **{name: value})
+    config = train_config(str(corpus), str(tmp_path / "run"), cell="mingru", **{name: value})
+    assert getattr(config.model, name) == value
 
 
 def test_the_old_spellings_still_work():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from charrnn.model.checkpoint import saved_train_config
-from charrnn.config import REGULARISERS, ModelConfig, TrainConfig
+from charrnn.config import MIN_CELLS, REGULARISERS, ModelConfig, TrainConfig
 from charrnn.data.corpus import Corpus
 from charrnn.model.device import cpu_has_native_bf16, resolve_device
 from charrnn.errors import CharRNNError, OptionError, note
@@ -72,12 +72,14 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
     model_fields = {item.name: item for item in declared(ModelConfig)}
     resolved = None
     if resume:
+        config = saved_train_config(out / "last") if (out / "last").exists() else TrainConfig()
+        # A fixed option may be repeated with the run's own value, not changed.
         fixed = [item for item in [*declared(ModelConfig), *declared(TrainConfig)]
-                 if not item.spec.on_resume and item.name in given]
+                 if not item.spec.on_resume and item.name in given and given[item.name] !=
+                 getattr(config.model if item.name in model_fields else config, item.name)]
         if fixed:
             raise OptionError(fixed[0].name, "cannot change when a run is resumed: drop it "
                                              "(start a new run to change it)")
-        config = saved_train_config(out / "last") if (out / "last").exists() else TrainConfig()
     else:
         if preset_name == "auto":
             resolved = auto_preset(corpus, given)
@@ -88,6 +90,10 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
                                        for f in dataclasses.fields(cls)], list_known=False)
     for key, value in given.items():
         setattr(config.model if key in model_fields else config, key, value)
+    for name in ("expansion", "mlp_ratio"):       # given, even at its default value
+        if name in given and config.model.cell not in MIN_CELLS:
+            raise OptionError(name, f"applies to mingru and minlstm only, not "
+                                    f"{config.model.cell}")
     if ("steps" in given or "epochs" in given) and "time_limit" not in given:
         config.time_limit = None     # the limit the user gives is the one that holds
     config.out, config.resume = str(out), resume
