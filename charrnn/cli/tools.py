@@ -64,7 +64,8 @@ def serve(checkpoint, **options):
     settings = api.ServeConfig(**options).validate()
 
     def ready(url):
-        echo(f"serving {checkpoint} at {url} (API: {url}docs; Ctrl-C stops)")
+        named = f" as {settings.name}" if settings.name else ""
+        echo(f"serving {checkpoint}{named} at {url} (API: {url}docs; Ctrl-C stops)")
         sys.stdout.flush()
 
     api.serve(checkpoint, settings, ready)

@@ -207,7 +207,8 @@ def _limitations() -> str:
             "and style of its corpus, not its meaning. Its text wanders, invents words and "
             "states nothing reliably; it repeats the corpus's biases, and on a small corpus it "
             "may copy passages verbatim (`charrnn novelty` checks samples against the corpus, "
-            "given with `--corpus`). Characters it never saw are read as unknown.")
+            "given with `--corpus`). It cannot read characters it never saw: a prime that holds "
+            "one is refused.")
 
 
 def latest_sample(path: Path) -> Optional[dict]:

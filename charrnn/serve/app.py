@@ -286,7 +286,13 @@ def _add_error_handlers(app: FastAPI) -> None:
         path = http.url.path
         status = 400 if path.startswith(OPENAI_PATHS) else 422
         known = None if path.startswith(OPENAI_PATHS) else GENERATE_FIELDS
-        return error(status, _validation_message(exc.errors(), known), path)
+        answer = error(status, _validation_message(exc.errors(), known), path)
+        where = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+        if path.startswith(OPENAI_PATHS) and len(where) > 1:    # OpenAI's "param": the field
+            body = json.loads(answer.body)
+            body["error"]["param"] = str(where[1])[:60]
+            answer = JSONResponse(body, status_code=status)
+        return answer
 
     @app.exception_handler(HTTPException)
     async def http_error(http: HTTPRequest, exc: HTTPException) -> JSONResponse:
@@ -397,6 +403,9 @@ def _validation_message(errors: list, known: Optional[list] = None) -> str:
     if first.get("type") == "json_invalid":
         return f"the body is not valid JSON: {(first.get('ctx') or {}).get('error', '')}"
     if first.get("type") in ("model_attributes_type", "dict_type") and len(first["loc"]) <= 1:
+        if isinstance(first.get("input"), bytes):      # FastAPI read it as not JSON
+            return ("the body must be a JSON object sent with the header 'Content-Type: "
+                    "application/json'")
         return f"the body must be a JSON object, got {_shown(first.get('input'))}"
     return f"{where}: {first.get('msg')}, got {_shown(first.get('input'))}"
 

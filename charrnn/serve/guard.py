@@ -179,8 +179,10 @@ class Guard:
                 scope["method"] != "OPTIONS":
             number = self._key_number(headers.get("authorization", ""))
             if number is None:
-                return 401, ("this server needs an API key: send the header "
-                             "'Authorization: Bearer KEY'"), {"WWW-Authenticate": "Bearer"}
+                why = "the API key sent is not one this server accepts" \
+                    if headers.get("authorization") else "this server needs an API key"
+                return 401, f"{why}: send the header 'Authorization: Bearer KEY'", \
+                    {"WWW-Authenticate": "Bearer"}
             client = f"key {number}" if len(self.keys) > 1 else client
         scope.setdefault("state", {})["client"] = client
         declared = headers.get("content-length", "")

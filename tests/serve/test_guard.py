@@ -80,13 +80,20 @@ def test_info_names_the_model_not_the_servers_folders(plain, trained):
     assert str(trained) not in json.dumps(info) and "/" not in info["name"]
 
 
+def _message(answer) -> str:
+    error = answer.json()["error"]          # OpenAI routes: {"error": {"message": ...}}
+    return error if isinstance(error, str) else error["message"]
+
+
 def test_the_api_key_guards_every_api_path_and_nothing_else(trained):
     with _client(trained, api_key=KEY) as client:
         for path in ("/v1/info", "/v1/models"):
             refused = client.get(path)
             assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            assert "needs an API key" in _message(refused)
             wrong = client.get(path, headers={"Authorization": "Bearer " + KEY[:-1] + "X"})
             assert wrong.status_code == 401
+            assert "the API key sent is not one this server accepts" in _message(wrong)
             assert client.get(path, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
         refused = client.post("/v1/generate", json={"length": 3})
         assert "Authorization: Bearer KEY" in refused.json()["error"]

@@ -87,8 +87,10 @@ def test_errors_come_in_openais_shape(served):
                                                               "content": "hi"}])
     for bad in ({"max_tokens": 10_000}, {"temperature": 3}, {"stop": ["a", "b", "c", "d", "e"]},
                 {"prompt": "Zebra"}, {"n": 99}, {"presence_penalty": 1.0}):
-        with pytest.raises(openai.BadRequestError):
+        with pytest.raises(openai.BadRequestError) as caught:
             client.completions.create(**{"model": name, "prompt": "the ", **bad})
+        field = next(iter(bad))          # OpenAI's "param" names a field the schema refused
+        assert caught.value.param == (None if field == "prompt" else field), caught.value.body
     keyless = openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         keyless.models.list()

@@ -93,12 +93,12 @@ def test_a_bad_request_is_refused_with_a_message_that_says_what_is_wrong(served,
     assert re.search(message, response.json()["error"]), response.json()
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"{not json", "the body is not valid JSON: Expecting property name"),
-    (b"[1, 2]", r"the body must be a JSON object, got \[1, 2\]")])
-def test_a_body_that_is_not_a_json_object_is_refused(served, content, message):
-    response = served[1].post("/v1/generate", content=content,
-                              headers={"content-type": "application/json"})
+@pytest.mark.parametrize("content, kind, message", [
+    (b"{not json", "application/json", "the body is not valid JSON: Expecting property name"),
+    (b"[1, 2]", "application/json", r"the body must be a JSON object, got \[1, 2\]"),
+    (b'{"length": 3}', "text/plain", "sent with the header 'Content-Type: application/json'")])
+def test_a_body_that_is_not_a_json_object_is_refused(served, content, kind, message):
+    response = served[1].post("/v1/generate", content=content, headers={"content-type": kind})
     assert response.status_code == 422 and re.search(message, response.json()["error"])
 
 
