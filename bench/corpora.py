@@ -109,28 +109,30 @@ def build_german() -> tuple[str, str]:
     return new_corpus()
 
 
-def build_russian() -> tuple[Optional[str], str]:
-    folder = LOCALES / "ru" / "LC_MESSAGES"
-    files = sorted(folder.glob("*.mo")) if folder.is_dir() else []
-    text = messages(files, lambda t: len(t) >= 20 and bool(CYRILLIC.search(t)), 3 * MB)
-    source = f"the Russian messages of {len(files)} gettext catalogs in {folder}, each once, " \
-             f"at most 3 MB"
-    if len(text) < 500_000:
-        return None, f"skipped: {source} come to {len(text):,} characters (< 500,000): " \
-                     "install Debian packages with Russian translations (e.g. coreutils, bash)"
+def _locale_corpus(locales: tuple, language: str, keep: Callable[[str], bool],
+                   minimum: int) -> tuple[Optional[str], str]:
+    """The ``language`` messages ``keep`` accepts of the gettext catalogs of ``locales`` (in
+    that order), each once, at most 3 MB; (None, why) under ``minimum`` characters."""
+    folders = [LOCALES / name / "LC_MESSAGES" for name in locales]
+    files = [path for folder in folders for path in sorted(folder.glob("*.mo"))]
+    text = messages(files, keep, 3 * MB)
+    source = f"the {language} messages of {len(files)} gettext catalogs in " \
+             f"{', '.join(map(str, folders))}, each once, at most 3 MB"
+    if len(text) < minimum:
+        return None, f"skipped: {source} come to {len(text):,} characters (< {minimum:,}): " \
+                     f"install Debian packages with {language} translations (e.g. coreutils, bash)"
     return text, source
+
+
+def build_russian() -> tuple[Optional[str], str]:
+    return _locale_corpus(("ru",), "Russian",
+                          lambda t: len(t) >= 20 and bool(CYRILLIC.search(t)), 500_000)
 
 
 def build_chinese() -> tuple[Optional[str], str]:
-    folders = [LOCALES / name / "LC_MESSAGES" for name in ("zh_CN", "zh_TW")]
-    files = [path for folder in folders for path in sorted(folder.glob("*.mo"))]
-    text = messages(files, lambda t: len(t) >= 8 and bool(HAN.search(t)), 3 * MB)
-    source = f"the Chinese messages of {len(files)} gettext catalogs in {LOCALES}/zh_CN and " \
-             f"zh_TW (Simplified, then Traditional), each once, at most 3 MB"
-    if len(text) < 300_000:
-        return None, f"skipped: {source} come to {len(text):,} characters (< 300,000): " \
-                     "install Debian packages with Chinese translations (e.g. coreutils, bash)"
-    return text, source
+    """Simplified, then Traditional Chinese."""
+    return _locale_corpus(("zh_CN", "zh_TW"), "Chinese",
+                          lambda t: len(t) >= 8 and bool(HAN.search(t)), 300_000)
 
 
 def build_large() -> tuple[str, str]:

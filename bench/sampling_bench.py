@@ -30,32 +30,47 @@ def sample(batch, length, device="cpu", precision="fp32"):
     character costs ("matmul peak"); the bound is the lower of the two (a roofline).
     ``share_of_bound`` = chars_per_sec / bound_chars_per_sec. ``max_tv``: the largest total
     variation between the step's next-character distribution and ``forward``'s."""
-    from charrnn import CharTokenizer
-    from charrnn import SampleConfig
-    from charrnn.sampling.engine import Engine, Request
-
     model = _sampling_model()
-    tokenizer = CharTokenizer([chr(c) for c in range(32, 97)] + ["a"])
-    options = SampleConfig(length=50, num_samples=int(batch), seed=0, precision=precision)
-    # One engine for every run, as the server keeps one: its weights are prepared once.
-    engine = Engine(model, tokenizer, max_batch=int(batch), precision=precision)
-    engine.submit(Request("a", options))      # warm up
-    engine.step_until_done()
-    options.length = max(1, int(length) // RUNS)
+    engine = _warm_engine(model, int(batch), precision)
     before = _sample_bounds(engine.fast, int(batch), precision)
-    chars_per_sec = 0.0
-    for _ in range(RUNS):       # the best run: as for the bounds, the least disturbed one
-        start = time.perf_counter()
-        engine.submit(Request("a", options))
-        engine.step_until_done()
-        chars_per_sec = max(chars_per_sec, int(batch) * options.length /
-                            (time.perf_counter() - start))
+    chars_per_sec = _best_rate(engine, int(batch), int(length), precision)
     after = _sample_bounds(engine.fast, int(batch), precision)
     bounds = max(before, after, key=lambda b: b["bound_chars_per_sec"])
     error, tv = _step_error(model, precision)
     return {"chars_per_sec": chars_per_sec, **bounds,
             "share_of_bound": chars_per_sec / bounds["bound_chars_per_sec"],
             "max_logit_diff": error, "max_tv": tv, "threads": torch.get_num_threads()}
+
+
+def _warm_engine(model, batch: int, precision: str):
+    """The server's Engine over ``model`` for ``batch`` rows, after one warm-up request. One
+    engine for every run, as the server keeps one: its weights are prepared once."""
+    from charrnn import CharTokenizer, SampleConfig
+    from charrnn.sampling.engine import Engine, Request
+
+    tokenizer = CharTokenizer([chr(c) for c in range(32, 97)] + ["a"])
+    engine = Engine(model, tokenizer, max_batch=batch, precision=precision)
+    engine.submit(Request("a", SampleConfig(length=50, num_samples=batch, seed=0,
+                                            precision=precision)))
+    engine.step_until_done()
+    return engine
+
+
+def _best_rate(engine, batch: int, length: int, precision: str) -> float:
+    """Chars/s of the best of RUNS requests of ``length`` / RUNS characters per row: as for
+    the bounds, the least disturbed run."""
+    from charrnn import SampleConfig
+    from charrnn.sampling.engine import Request
+
+    options = SampleConfig(length=max(1, length // RUNS), num_samples=batch, seed=0,
+                           precision=precision)
+    best = 0.0
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        engine.submit(Request("a", options))
+        engine.step_until_done()
+        best = max(best, batch * options.length / (time.perf_counter() - start))
+    return best
 
 
 def _sample_bounds(fast, batch, precision):
@@ -134,26 +149,14 @@ def sample_cell(batch, length, cell="mingru", layers=2, hidden=256, expansion=1,
     the min cells beside the LSTM) at ``batch`` rows through the server's Engine, the best of
     RUNS runs of ``length`` / RUNS characters, after one warm-up; its training FLOPs per
     character / 3 (the forward) as ``flops_per_char``."""
-    from charrnn import CharRNN, CharTokenizer, ModelConfig, SampleConfig
-    from charrnn.sampling.engine import Engine, Request
+    from charrnn import CharRNN, ModelConfig
     from bench.mincell import flops_per_char
 
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=67, cell=cell, layers=int(layers), hidden_size=int(hidden),
                          embed_size=64, expansion=int(expansion), mlp_ratio=int(mlp_ratio))
     model = CharRNN(config).eval()
-    tokenizer = CharTokenizer([chr(c) for c in range(32, 97)] + ["a"])
-    options = SampleConfig(length=50, num_samples=int(batch), seed=0, precision=precision)
-    engine = Engine(model, tokenizer, max_batch=int(batch), precision=precision)
-    engine.submit(Request("a", options))      # warm up
-    engine.step_until_done()
-    options.length = max(1, int(length) // RUNS)
-    chars_per_sec = 0.0
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        engine.submit(Request("a", options))
-        engine.step_until_done()
-        chars_per_sec = max(chars_per_sec, int(batch) * options.length /
-                            (time.perf_counter() - start))
+    engine = _warm_engine(model, int(batch), precision)
+    chars_per_sec = _best_rate(engine, int(batch), int(length), precision)
     return {"chars_per_sec": chars_per_sec, "flops_per_char": flops_per_char(config) // 3,
             "params": model.num_params(), "threads": torch.get_num_threads()}

@@ -16,6 +16,7 @@ from charrnn.options import option
 
 CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 MIN_CELLS = ("mingru", "minlstm")    # charrnn/model/mincell.py: Feng et al. 2024
+MIN_CELL_OPTIONS = ("expansion", "mlp_ratio")     # ModelConfig fields of the min cells alone
 SCHEDULES = ("cosine", "linear", "wsd")   # charrnn/training/schedule.py
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SEED_MAX = 2**63 - 1
@@ -43,6 +44,11 @@ def unescape(text: str) -> str:
     """Text from the command line with \\n, \\t and \\\\ read as a newline, a tab and a
     backslash (a shell passes "\\n" as two characters)."""
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), "\\"), text)
+
+
+def min_cells_only(name: str, cell: str) -> "OptionError":
+    """The error for option ``name`` (one of MIN_CELL_OPTIONS) set for another ``cell``."""
+    return OptionError(name, f"applies to mingru and minlstm only, not {cell}")
 
 
 @dataclass
@@ -102,10 +108,9 @@ class ModelConfig:
                 raise OptionError("hidden_size", f"is {self.hidden_size}, not a multiple of "
                                   f"expansion {self.expansion}")
         else:
-            for name, default in (("expansion", 2), ("mlp_ratio", 4)):
-                if getattr(self, name) != default:
-                    raise OptionError(name, f"applies to mingru and minlstm only, not "
-                                      f"{self.cell}")
+            for name in MIN_CELL_OPTIONS:
+                if getattr(self, name) != self.__dataclass_fields__[name].default:
+                    raise min_cells_only(name, self.cell)
         return self
 
 
@@ -163,9 +168,9 @@ class TrainConfig:
     device: str = option("auto", "auto: CUDA when present, else the CPU.", choices=DEVICES)
     precision: str = option("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16, "
                             "else fp32.", choices=("auto", "fp32", "bf16"))
-    compile: bool = option(False, "Train through torch.compile: the first steps take ~40 s "
-                           "longer, then a mingru/minlstm step runs several times faster (on "
-                           "a CPU it needs a C++ compiler).")
+    compile: bool = option(False, "Train through torch.compile: the first steps take ~30 s "
+                           "longer, then a mingru/minlstm step runs about twice as fast (on a "
+                           "CPU it needs a C++ compiler).")
     seed: int = option(1337, "Seed of the weights, dropout and data order.", low=0,
                        high=SEED_MAX)
     cache_dir: str = option(CACHE_DIR, "Where token ids are cached.")
@@ -394,3 +399,4 @@ class ExportConfig:
         if self.out is None:
             raise OptionError("out", "must be given (the folder to write)")
         return self
+

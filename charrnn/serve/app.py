@@ -286,13 +286,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         path = http.url.path
         status = 400 if path.startswith(OPENAI_PATHS) else 422
         known = None if path.startswith(OPENAI_PATHS) else GENERATE_FIELDS
-        answer = error(status, _validation_message(exc.errors(), known), path)
-        where = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+        errors = exc.errors()
+        body = error_body(path, status, _validation_message(errors, known))
+        where = errors[0].get("loc", ()) if errors else ()
         if path.startswith(OPENAI_PATHS) and len(where) > 1:    # OpenAI's "param": the field
-            body = json.loads(answer.body)
             body["error"]["param"] = str(where[1])[:60]
-            answer = JSONResponse(body, status_code=status)
-        return answer
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(HTTPException)
     async def http_error(http: HTTPRequest, exc: HTTPException) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 Why: a min cell's step is a long chain of small elementwise passes (log gates, the scan's
 logaddexps, LayerNorm, GELU), each a separate kernel in eager mode; Inductor fuses them. On 2
-CPU cores a mingru 4x128 step went from ~180 to ~33 ms (bench/TRIED.md), after ~40 s of
+CPU cores a mingru 4x128 step went from 56.5 to 32.3 ms (docs/performance.md), after ~30 s of
 compiling, so it pays for runs of several minutes, not for one. The LSTM's recurrence is one
 library kernel already.
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from charrnn.model.checkpoint import saved_train_config
-from charrnn.config import MIN_CELLS, REGULARISERS, ModelConfig, TrainConfig
+from charrnn.config import (MIN_CELL_OPTIONS, MIN_CELLS, REGULARISERS, ModelConfig,
+                            TrainConfig, min_cells_only)
 from charrnn.data.corpus import Corpus
 from charrnn.model.device import cpu_has_native_bf16, resolve_device
 from charrnn.errors import CharRNNError, OptionError, note
@@ -90,10 +91,9 @@ def train_config(corpus: str, out: Optional[str] = None, preset_name: str = "aut
                                        for f in dataclasses.fields(cls)], list_known=False)
     for key, value in given.items():
         setattr(config.model if key in model_fields else config, key, value)
-    for name in ("expansion", "mlp_ratio"):       # given, even at its default value
+    for name in MIN_CELL_OPTIONS:        # given, even at its default value (validate sees values)
         if name in given and config.model.cell not in MIN_CELLS:
-            raise OptionError(name, f"applies to mingru and minlstm only, not "
-                                    f"{config.model.cell}")
+            raise min_cells_only(name, config.model.cell)
     if ("steps" in given or "epochs" in given) and "time_limit" not in given:
         config.time_limit = None     # the limit the user gives is the one that holds
     config.out, config.resume = str(out), resume
